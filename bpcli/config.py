@@ -1,0 +1,289 @@
+"""The config schema, YAML loading and validation, and `--set key=value` overrides.
+
+A config is data: it is read with `yaml.safe_load` only, then checked field by field against the
+dataclasses below. Every problem becomes a `ConfigError` whose one-line message names the field, the
+file and line where known, and a "did you mean" for misspelt keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from bpcli.errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    layers: tuple[int, ...] = (784, 100, 10)
+    activation: Literal["sigmoid", "tanh", "relu"] = "sigmoid"
+    output: Literal["softmax", "sigmoid", "identity"] = "softmax"
+    cost: Literal["cross_entropy", "quadratic"] = "cross_entropy"
+    init: Literal["normal", "scaled_normal", "xavier", "he"] = "scaled_normal"
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: Literal["sgd", "momentum", "adam"] = "sgd"
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: Literal["constant", "step", "cosine"] = "constant"
+    step_epochs: int = 10
+    gamma: float = 0.1
+    min_learning_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    l2: float = 0.0
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    seed: int = 0
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = "data/mnist"
+    validation_size: int = 10_000
+    limit: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    name: str = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain YAML-ready data (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override and validate the config at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file ({e})") from None
+    return loads(text, source=str(path), overrides=overrides, name=path.stem)
+
+
+def loads(
+    text: str, source: str = "<config>", overrides: list[str] | tuple[str, ...] = (), name: str = "config"
+) -> Config:
+    """Parse and validate config text; `source` names it in messages."""
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_numbers(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source}{where}: not valid YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a YAML mapping (model:, training:, data:), got {_kind(raw)}")
+    raw.setdefault("name", name)
+    for item in overrides:
+        _apply_override(raw, item)
+    overridden = frozenset(".".join(parse_override(item)[0]) for item in overrides)
+    return _build(Config, raw, "", _Where(source, lines, overridden))
+
+
+def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate already-parsed config data (e.g. the copy stored in a checkpoint)."""
+    return _build(Config, raw, "", _Where(source, {}))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'training.epochs=3' -> (['training', 'epochs'], 3); the value is read as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.epochs=3")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    keys, value = parse_override(item)
+    node = raw
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item}: {'.'.join(keys[: i + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+# -- validation --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Where:
+    source: str
+    lines: dict[str, int]
+    overridden: frozenset[str] = frozenset()
+
+    def at(self, dotted: str) -> str:
+        if any(dotted == key or dotted.startswith(key + ".") or dotted.startswith(key + "[")
+               for key in self.overridden):
+            return "--set"
+        line = self.lines.get(dotted)
+        return f"{self.source}:{line}" if line else self.source
+
+
+def _line_numbers(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Map each dotted key path to the 1-based line where its value starts."""
+    out: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            dotted = f"{prefix}{key_node.value}"
+            out[dotted] = key_node.start_mark.line + 1
+            out.update(_line_numbers(value_node, dotted + "."))
+    return out
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+             float: "a number", type(None): "nothing (null)"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _fail(where: _Where, dotted: str, message: str) -> typing.NoReturn:
+    raise ConfigError(f"{where.at(dotted)}: {dotted}: {message}")
+
+
+def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
+    section = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        _fail(where, section, f"expected a mapping of fields, got {_kind(raw)}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            dotted = f"{prefix}{key}"
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(names)}"
+            _fail(where, dotted, f"unknown field{hint}")
+    values = {key: _convert(hints[key], raw[key], f"{prefix}{key}", where) for key in raw}
+    obj = cls(**values)
+    _check(obj, prefix, where)
+    return obj
+
+
+def _convert(hint: Any, value: Any, dotted: str, where: _Where) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, dotted + ".", where)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint_text = f"; did you mean '{close[0]}'?" if close else ""
+            _fail(where, dotted, f"{value!r} is not one of {' | '.join(choices)}{hint_text}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            _fail(where, dotted, f"expected a list of integers such as [784, 100, 10], got {_kind(value)}")
+        return tuple(_convert(int, v, f"{dotted}[{i}]", where) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            _fail(where, dotted, f"expected true or false, got {_kind(value)} {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(where, dotted, f"expected an integer, got {_kind(value)} {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-8 (no dot) as a string; accept what is plainly a number.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(where, dotted, f"expected a number, got {_kind(value)} {value!r}")
+        if not math.isfinite(value):
+            _fail(where, dotted, f"must be a finite number, got {value}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            _fail(where, dotted, f"expected a string, got {_kind(value)} {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r}")  # a bug in the schema, not user input
+
+
+def _check(obj: Any, prefix: str, where: _Where) -> None:
+    """Value constraints that the types alone cannot say."""
+
+    def need(ok: bool, name: str, message: str) -> None:
+        if not ok:
+            _fail(where, f"{prefix}{name}", message)
+
+    if isinstance(obj, ModelConfig):
+        need(len(obj.layers) >= 2, "layers", "needs at least two sizes: the input and the output, e.g. [784, 10]")
+        for i, n in enumerate(obj.layers):
+            need(n > 0, f"layers[{i}]", f"layer sizes must be positive, got {n}")
+        need(not (obj.cost == "cross_entropy" and obj.output == "identity"), "cost",
+             "cross_entropy needs a softmax or sigmoid output; use quadratic with an identity output")
+    elif isinstance(obj, OptimizerConfig):
+        need(0 <= obj.momentum < 1, "momentum", f"must be in [0, 1), got {obj.momentum}")
+        need(0 <= obj.beta1 < 1, "beta1", f"must be in [0, 1), got {obj.beta1}")
+        need(0 <= obj.beta2 < 1, "beta2", f"must be in [0, 1), got {obj.beta2}")
+        need(obj.epsilon > 0, "epsilon", f"must be > 0, got {obj.epsilon}")
+    elif isinstance(obj, ScheduleConfig):
+        need(obj.step_epochs > 0, "step_epochs", f"must be > 0, got {obj.step_epochs}")
+        need(0 < obj.gamma <= 1, "gamma", f"must be in (0, 1], got {obj.gamma}")
+        need(obj.min_learning_rate >= 0, "min_learning_rate", f"must be >= 0, got {obj.min_learning_rate}")
+    elif isinstance(obj, TrainingConfig):
+        need(obj.epochs > 0, "epochs", f"must be > 0, got {obj.epochs}")
+        need(obj.batch_size > 0, "batch_size", f"must be > 0, got {obj.batch_size}")
+        need(obj.learning_rate > 0, "learning_rate", f"must be > 0, got {obj.learning_rate}")
+        need(obj.l2 >= 0, "l2", f"must be >= 0, got {obj.l2}")
+        need(obj.seed >= 0, "seed", f"must be >= 0, got {obj.seed}")
+    elif isinstance(obj, DataConfig):
+        need(bool(obj.path), "path", "must name a directory")
+        need(obj.validation_size >= 0, "validation_size", f"must be >= 0, got {obj.validation_size}")
+        need(obj.limit >= 0, "limit", f"must be >= 0 (0 means all training examples), got {obj.limit}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,217 @@
+"""IDX files and MNIST-format datasets: reading, checking, splitting.
+
+IDX (the MNIST file format) is big-endian: two zero bytes, one element-type byte, one byte giving the
+number of dimensions d, then d 32-bit sizes, then the elements in row-major order. Files may be gzip
+compressed. Every way a file can be malformed raises `DataError` with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bpcli.errors import DataError
+
+Array = np.ndarray
+
+# Element-type byte -> big-endian NumPy dtype, as the IDX format defines them.
+IDX_TYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+# SHA-256 of the *decompressed* files: independent of how a mirror compressed them.
+KNOWN_SHA256: dict[str, dict[str, str]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+}
+
+# A directory may carry its own checksums (for datasets bpcli does not know) in this file, in the
+# format of `sha256sum`: "<hex digest>  <file name>", digests of the decompressed bytes.
+CHECKSUM_FILE = "SHA256SUMS"
+
+
+def decompress(blob: bytes, source: str) -> bytes:
+    """The IDX bytes of a file's content: gunzipped if it starts with the gzip magic, else as is."""
+    if blob[:2] != b"\x1f\x8b":
+        return blob
+    try:
+        return gzip.decompress(blob)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{source}: corrupted gzip stream ({e}); download the file again") from None
+
+
+def parse_idx(data: bytes, source: str = "<idx>") -> Array:
+    """The array stored in IDX bytes, in native byte order, after checking the header against the length."""
+    if len(data) < 4:
+        raise DataError(f"{source}: truncated IDX file: {len(data)} bytes, a header needs at least 4")
+    if data[0] != 0 or data[1] != 0:
+        raise DataError(f"{source}: not an IDX file: magic number starts {data[:2].hex()}, expected 0000")
+    type_code, ndim = data[2], data[3]
+    if type_code not in IDX_TYPES:
+        known = ", ".join(f"0x{c:02X}" for c in IDX_TYPES)
+        raise DataError(f"{source}: unknown IDX element type 0x{type_code:02X} (known: {known})")
+    if ndim == 0:
+        raise DataError(f"{source}: IDX header declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{source}: truncated IDX header: {len(data)} bytes, {ndim} dimensions need {header}")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = IDX_TYPES[type_code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    actual = len(data) - header
+    if actual != expected:
+        shape = " x ".join(map(str, dims))
+        problem = "truncated" if actual < expected else "has trailing bytes"
+        raise DataError(
+            f"{source}: IDX file {problem}: dimensions {shape} need {expected} data bytes, found {actual}"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
+
+
+def read_idx(path: str | Path, sha256: str | None = None) -> Array:
+    """Read an IDX file (gzip or raw); if `sha256` is given, check the decompressed bytes against it."""
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    data = decompress(blob, str(path))
+    if sha256 is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise DataError(
+                f"{path}: checksum mismatch: SHA-256 of the content is {digest[:16]}..., expected "
+                f"{sha256[:16]}...; the file is damaged or not the expected dataset: download it again"
+            )
+    return parse_idx(data, str(path))
+
+
+def expected_checksums(directory: Path) -> dict[str, str | None]:
+    """The SHA-256 each of the four files must have: from the directory's SHA256SUMS if it has one,
+    otherwise from the first known dataset whose file names match (MNIST); None where unknown."""
+    sums_file = directory / CHECKSUM_FILE
+    if sums_file.is_file():
+        sums: dict[str, str] = {}
+        for line in sums_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                sums[parts[1].lstrip("*")] = parts[0].lower()
+        return {name: sums.get(name) for name in FILES.values()}
+    return {name: KNOWN_SHA256["mnist"][name] for name in FILES.values()}
+
+
+@dataclass
+class Split:
+    """Examples as rows: x (N, n_1) in [0, 1], y one-hot (N, classes), labels (N,) integers."""
+
+    x: Array
+    y: Array
+    labels: Array
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    train: Split
+    validation: Split
+    test: Split
+    classes: int
+
+    @property
+    def input_size(self) -> int:
+        return self.train.x.shape[1]
+
+
+def one_hot(labels: Array, classes: int, dtype: np.dtype | type = np.float32) -> Array:
+    y = np.zeros((len(labels), classes), dtype=dtype)
+    y[np.arange(len(labels)), labels] = 1
+    return y
+
+
+def _split(images: Array, labels: Array, classes: int, dtype: np.dtype) -> Split:
+    x = images.reshape(len(images), -1).astype(dtype)
+    x *= dtype.type(1.0 / 255.0) if images.dtype == np.uint8 else 1.0
+    return Split(x, one_hot(labels, classes, dtype), labels.astype(np.int64))
+
+
+def load_mnist(
+    directory: str | Path,
+    validation_size: int = 10_000,
+    seed: int = 0,
+    dtype: str | np.dtype = "float32",
+    limit: int = 0,
+    verify: bool = True,
+) -> Dataset:
+    """Load an MNIST-format dataset: pixels scaled to [0, 1], one-hot targets, a seeded split of the
+    training set into train and validation, the test set kept apart.
+
+    `limit` > 0 keeps only that many training examples (after the validation split), for quick runs.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(
+            f"data directory {directory} not found; get MNIST with `bpcli data download mnist --dir {directory}` "
+            "or set data.path to a directory holding the four MNIST-format .gz files"
+        )
+    missing = [name for name in FILES.values() if not (directory / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{directory}: missing {', '.join(missing)}; get them with `bpcli data download mnist --dir {directory}`"
+        )
+    sums = expected_checksums(directory) if verify else {}
+    arrays = {key: read_idx(directory / name, sums.get(name)) for key, name in FILES.items()}
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if images.ndim < 2 or labels.ndim != 1:
+            raise DataError(f"{directory}: {part} images must have 2+ dimensions and labels 1, "
+                            f"got {images.ndim} and {labels.ndim}")
+        if len(images) != len(labels):
+            raise DataError(f"{directory}: {len(images)} {part} images but {len(labels)} labels")
+    classes = int(max(arrays["train_labels"].max(initial=0), arrays["test_labels"].max(initial=0))) + 1
+    for key in ("train_labels", "test_labels"):
+        if arrays[key].min(initial=0) < 0:
+            raise DataError(f"{directory / FILES[key]}: negative label {int(arrays[key].min())}")
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise DataError(f"{directory}: train images are {arrays['train_images'].shape[1:]} "
+                        f"but test images {arrays['test_images'].shape[1:]}")
+    n = len(arrays["train_labels"])
+    if validation_size >= n:
+        raise DataError(f"data.validation_size {validation_size} leaves no training examples (the set has {n})")
+    dtype = np.dtype(dtype)
+    # Split on the uint8 images, before scaling, so float copies are made once.
+    order = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = np.sort(order[:validation_size]), np.sort(order[validation_size:])
+    if limit:
+        train_idx = train_idx[:limit]
+    images, labels = arrays["train_images"], arrays["train_labels"]
+    return Dataset(
+        train=_split(images[train_idx], labels[train_idx], classes, dtype),
+        validation=_split(images[val_idx], labels[val_idx], classes, dtype),
+        test=_split(arrays["test_images"], arrays["test_labels"], classes, dtype),
+        classes=classes,
+    )
