@@ -1,0 +1,369 @@
+"""Training: mini-batch gradient descent with backprop, evaluation, metrics and checkpoints.
+
+`Trainer` owns the loop; it reports through callbacks and returns plain data, so the same code serves
+`bpcli train`, the benchmarks and the tests. Interrupts are honoured between batches: the position
+inside the epoch is checkpointed, so a resumed run continues with bitwise-identical parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bpcli import checkpoint as ckpt_io
+from bpcli.config import Config
+from bpcli.data import Dataset, Split
+from bpcli.errors import ConfigError, DivergenceError, UsageError
+from bpcli.network import Network
+from bpcli.optim import Optimizer, learning_rate
+
+Array = np.ndarray
+
+
+@dataclass
+class EpochMetrics:
+    """One row of the per-epoch table and one line of metrics.jsonl.
+
+    train_loss and train_accuracy are running values over the epoch's mini-batches (no extra pass over
+    the training set); validation values are measured after the epoch. `seconds` is the epoch's
+    training compute, `eval_seconds` its validation pass.
+    """
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    learning_rate: float
+    seconds: float
+    eval_seconds: float
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    confusion: Array  # (classes, classes): row = true label, column = predicted label
+
+
+@dataclass
+class Position:
+    """Where a run stands: epochs completed, batches done in the current epoch, and that epoch's
+    running sums, so an interrupted epoch can be finished exactly."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    epoch_rng_state: dict = field(default_factory=dict)
+
+
+class Interrupted(Exception):
+    """Raised by the loop when `should_stop` returned true between two batches."""
+
+
+def evaluate(net: Network, split: Split, batch_size: int = 10_000) -> Evaluation:
+    """Mean cost, accuracy and confusion matrix of `net` on a whole split, in large batches."""
+    classes = net.sizes[-1]
+    loss = 0.0
+    predicted = np.empty(len(split), dtype=np.int64)
+    for i in range(0, len(split), batch_size):
+        cache = net.forward(split.x[i : i + batch_size])
+        loss += net.cost_value(cache, split.y[i : i + batch_size]) * len(cache.a[1])
+        predicted[i : i + batch_size] = cache.a[net.L].argmax(axis=1)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (split.labels, predicted), 1)
+    n = max(1, len(split))
+    return Evaluation(loss / n, float((predicted == split.labels).mean()) if len(split) else 0.0, confusion)
+
+
+def check_compatible(cfg: Config, data: Dataset) -> None:
+    """The config's network and batch size must fit the data."""
+    layers = cfg.model.layers
+    if layers[0] != data.input_size:
+        raise ConfigError(
+            f"model.layers[0]: input size {layers[0]} does not match the data ({data.input_size} values per "
+            f"example in {cfg.data.path}); set it to {data.input_size}"
+        )
+    if layers[-1] != data.classes:
+        raise ConfigError(
+            f"model.layers[-1]: output size {layers[-1]} does not match the {data.classes} classes in "
+            f"{cfg.data.path}; set it to {data.classes}"
+        )
+    if cfg.training.batch_size > len(data.train):
+        raise ConfigError(
+            f"training.batch_size: {cfg.training.batch_size} is larger than the training set "
+            f"({len(data.train)} examples); lower it"
+        )
+
+
+class Trainer:
+    """Trains `net` on `data.train` as `cfg.training` says, one epoch per `run_epoch` call."""
+
+    def __init__(self, cfg: Config, data: Dataset, net: Network | None = None) -> None:
+        check_compatible(cfg, data)
+        t = cfg.training
+        self.cfg = cfg
+        self.data = data
+        # One generator: it initializes the network, then shuffles every epoch.
+        self.rng = np.random.default_rng(t.seed)
+        self.net = net if net is not None else Network.from_config(cfg.model, self.rng, t.dtype)
+        self.params = self.net.params()
+        is_weight = [i % 2 == 0 for i in range(len(self.params))]
+        self.optimizer = Optimizer(t.optimizer, self.params, is_weight, decay=t.l2 / len(data.train))
+        self.steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
+        self.position = Position()
+        self.best_accuracy = -1.0
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def learning_rate(self, step: int | None = None) -> float:
+        t = self.cfg.training
+        step = self.position.step if step is None else step
+        return learning_rate(t.schedule, t.learning_rate, step, self.steps_per_epoch, t.epochs)
+
+    def run_epoch(
+        self,
+        on_batch: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> EpochMetrics:
+        """Train one epoch (or the rest of an interrupted one) and measure validation.
+
+        on_batch(examples_done) is called after each batch; should_stop() is asked between batches
+        and, when true, stops the loop with `Interrupted` (the position is then ready to checkpoint).
+        """
+        pos, net, t = self.position, self.net, self.cfg.training
+        x, y, labels = self.data.train.x, self.data.train.y, self.data.train.labels
+        n, m = len(labels), t.batch_size
+        if pos.batch == 0:
+            pos.epoch_rng_state = self.rng.bit_generator.state
+        else:
+            # Resuming mid-epoch: replay the epoch's permutation from the generator state it began with.
+            self.rng.bit_generator.state = pos.epoch_rng_state
+        order = self.rng.permutation(n)
+        L = net.L
+        # One gather per batch into reused buffers: no fresh allocation for the inputs in the hot loop.
+        x_buf = np.empty((m, x.shape[1]), dtype=x.dtype)
+        y_buf = np.empty((m, y.shape[1]), dtype=y.dtype)
+        started = time.perf_counter()
+        eta = self.learning_rate()
+        for batch in range(pos.batch, self.steps_per_epoch):
+            if should_stop is not None and should_stop():
+                raise Interrupted
+            idx = order[batch * m : (batch + 1) * m]
+            xb = np.take(x, idx, axis=0, out=x_buf[: len(idx)])
+            yb = np.take(y, idx, axis=0, out=y_buf[: len(idx)])
+            cache = net.forward(xb)
+            loss = net.cost_value(cache, yb)
+            if not math.isfinite(loss):
+                raise DivergenceError(
+                    f"training diverged at epoch {pos.epoch + 1}, batch {batch + 1}: the loss is {loss}; the "
+                    f"learning rate ({t.learning_rate}) is likely too high: lower training.learning_rate"
+                )
+            pos.loss_sum += loss * len(idx)
+            pos.correct += int(np.count_nonzero(cache.a[L].argmax(axis=1) == labels[idx]))
+            pos.seen += len(idx)
+            grads = net.backward(cache, yb)
+            eta = self.learning_rate()
+            self.optimizer.step(self.params, [g for l in net.layers for g in (grads.dw[l], grads.db[l])], eta)
+            pos.step += 1
+            pos.batch = batch + 1
+            if on_batch is not None:
+                on_batch(min(pos.batch * m, n))
+        seconds = time.perf_counter() - started
+        if not all(np.isfinite(p).all() for p in self.params):
+            raise DivergenceError(
+                f"training diverged in epoch {pos.epoch + 1}: a parameter is not finite; the learning rate "
+                f"({t.learning_rate}) is likely too high: lower training.learning_rate"
+            )
+        started = time.perf_counter()
+        val = evaluate(net, self.data.validation) if len(self.data.validation) else None
+        eval_seconds = time.perf_counter() - started
+        metrics = EpochMetrics(
+            epoch=pos.epoch + 1,
+            train_loss=pos.loss_sum / max(1, pos.seen),
+            train_accuracy=pos.correct / max(1, pos.seen),
+            val_loss=val.loss if val else None,
+            val_accuracy=val.accuracy if val else None,
+            learning_rate=eta,
+            seconds=seconds,
+            eval_seconds=eval_seconds,
+        )
+        self.position = Position(epoch=pos.epoch + 1, step=pos.step)
+        return metrics
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint(self) -> ckpt_io.Checkpoint:
+        pos = self.position
+        state = {"rng": self.rng.bit_generator.state, "position": asdict(pos), "optimizer_t": self.optimizer.t}
+        return ckpt_io.Checkpoint(
+            config=self.cfg,
+            network=self.net,
+            optimizer_state=self.optimizer.state,
+            epoch=pos.epoch,
+            step=pos.step,
+            rng_state=state,
+            best_accuracy=self.best_accuracy,
+        )
+
+    def restore(self, ckpt: ckpt_io.Checkpoint) -> None:
+        """Continue from `ckpt`: parameters, optimizer state, generator and position inside the run."""
+        for l in self.net.layers:
+            self.net.w[l][...] = ckpt.network.w[l]
+            self.net.b[l][...] = ckpt.network.b[l]
+        for key, value in ckpt.optimizer_state.items():
+            if key in self.optimizer.state and self.optimizer.state[key].shape == value.shape:
+                self.optimizer.state[key][...] = value
+        state = ckpt.rng_state
+        self.optimizer.t = int(state.get("optimizer_t", ckpt.step))
+        self.rng.bit_generator.state = state["rng"]
+        self.position = Position(**state["position"])
+        self.best_accuracy = ckpt.best_accuracy
+
+
+@dataclass
+class RunFiles:
+    """The files of a run directory."""
+
+    root: Path
+
+    @classmethod
+    def create(cls, root: Path, force: bool = False) -> RunFiles:
+        """A new run directory at `root`; an existing non-empty one only with `force`."""
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"--out {root}: exists and is not a directory; choose another path")
+        if root.is_dir() and any(root.iterdir()) and not force:
+            raise UsageError(
+                f"run directory {root} already exists; pass --force to overwrite it, --resume {root} to "
+                "continue it, or --out to choose another"
+            )
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise UsageError(f"run directory {root} is not writable ({e.strerror}); choose another with --out") from None
+        return cls(root)
+
+    @staticmethod
+    def default_root(name: str, parent: Path = Path("runs")) -> Path:
+        """runs/<config name>-<timestamp>, with a suffix if two runs start in the same second."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        root = parent / f"{name}-{stamp}"
+        n = 2
+        while root.exists():
+            root = parent / f"{name}-{stamp}-{n}"
+            n += 1
+        return root
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "last.npz"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best.npz"
+
+    def write_metrics(self, rows: list[EpochMetrics]) -> None:
+        text = "".join(json.dumps(asdict(r)) + "\n" for r in rows)
+        ckpt_io.write_atomic(self.metrics, text.encode())
+
+    def read_metrics(self) -> list[EpochMetrics]:
+        if not self.metrics.is_file():
+            return []
+        rows = []
+        for line in self.metrics.read_text().splitlines():
+            if line.strip():
+                rows.append(EpochMetrics(**json.loads(line)))
+        return rows
+
+
+@dataclass
+class Summary:
+    """The outcome of `fit`: what `--json` prints (confusion aside) and the final table shows."""
+
+    test_accuracy: float
+    test_loss: float
+    epochs: int
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    train_seconds: float
+    seconds: float
+    run_dir: str
+    confusion: Array
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["confusion"] = self.confusion.tolist()
+        return out
+
+
+def fit(
+    trainer: Trainer,
+    files: RunFiles,
+    on_epoch_start: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[EpochMetrics], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    started: float | None = None,
+) -> Summary:
+    """Run the remaining epochs, writing metrics.jsonl, last.npz and best.npz after each, then test.
+
+    On `Interrupted` the mid-epoch position is saved to last.npz before the exception propagates; on
+    `DivergenceError` nothing is written, so last.npz stays the last good checkpoint.
+    """
+    started = time.perf_counter() if started is None else started
+    epochs = trainer.cfg.training.epochs
+    rows = files.read_metrics()[: trainer.position.epoch]
+    while trainer.position.epoch < epochs:
+        if on_epoch_start is not None:
+            on_epoch_start(trainer.position.epoch + 1)
+        try:
+            row = trainer.run_epoch(on_batch, should_stop)
+        except Interrupted:
+            ckpt_io.save(files.last, trainer.checkpoint())
+            raise
+        rows.append(row)
+        # With no validation set, the latest network counts as the best.
+        score = row.val_accuracy if row.val_accuracy is not None else row.epoch
+        improved = score > trainer.best_accuracy
+        if improved:
+            trainer.best_accuracy = score
+        state = trainer.checkpoint()
+        ckpt_io.save(files.last, state)
+        if improved:
+            ckpt_io.save(files.best, state)
+        files.write_metrics(rows)
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+    test = evaluate(trainer.net, trainer.data.test)
+    best = max((r for r in rows if r.val_accuracy is not None), key=lambda r: r.val_accuracy, default=None)
+    return Summary(
+        test_accuracy=test.accuracy,
+        test_loss=test.loss,
+        epochs=trainer.position.epoch,
+        best_epoch=best.epoch if best else None,
+        best_val_accuracy=best.val_accuracy if best else None,
+        train_seconds=sum(r.seconds for r in rows),
+        seconds=time.perf_counter() - started,
+        run_dir=str(files.root),
+        confusion=test.confusion,
+    )
