@@ -7,6 +7,7 @@ into one red line on stderr and the error's exit code instead of a traceback.
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bpcli import __version__
+from bpcli import __version__, config
 from bpcli.errors import BpcliError
 
 app = typer.Typer(
@@ -70,6 +71,45 @@ SetOption = typer.Option(
     None, "--set", metavar="KEY=VALUE", help="Override a config field, e.g. --set training.epochs=3 (repeatable)."
 )
 ConfigArgument = typer.Argument(..., exists=False, dir_okay=False, metavar="CONFIG", help="A YAML config file.")
+
+@command("train")
+def train_command(
+    config_path: Path = ConfigArgument,
+    overrides: Optional[list[str]] = SetOption,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<config name>-<timestamp>)."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue a run: its directory or a checkpoint file in it."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run directory."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the fully resolved config and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables; only the final summary line."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the final summary, as one JSON object."),
+) -> None:
+    """Train the network a config describes, on its dataset, and report test accuracy."""
+    from bpcli import runner
+
+    started = time.perf_counter()
+    cfg = config.load(config_path, overrides or [])
+    if print_config:
+        console.print(cfg.to_yaml(), end="", highlight=False, soft_wrap=True)
+        return
+    code = runner.train(cfg, out=out, resume=resume, force=force, quiet=quiet or as_json, as_json=as_json,
+                        console=console, err_console=err_console, started=started,
+                        config_path=config_path)
+    if code:
+        raise typer.Exit(code)
+
+
+@command("evaluate")
+def evaluate_command(
+    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint (.npz) or run directory."),
+    data_path: Optional[Path] = typer.Option(None, "--data", help="Dataset directory (default: the checkpoint's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Test accuracy and confusion matrix of a saved network."""
+    from bpcli import runner
+
+    runner.evaluate(checkpoint_path, data_path, as_json=as_json, console=console)
 
 
 def main() -> None:
