@@ -22,6 +22,11 @@ from bpcli.errors import ConfigError
 
 CONFIG_VERSION = 1
 
+# What parsing YAML can raise on bad input: besides YAMLError, PyYAML's constructors raise plain
+# ValueError / TypeError / AttributeError for malformed tagged or implicit scalars (`!!int abc`,
+# a date such as 2020-13-45, `!!timestamp x`), and its composer recurses once per nesting level.
+_YAML_FAILURES = (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError, RecursionError)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -105,10 +110,14 @@ def loads(
     try:
         raw = yaml.safe_load(text)
         lines = _line_numbers(yaml.compose(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as e:
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+    except _YAML_FAILURES as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or next(iter(str(e).splitlines()), "") or type(e).__name__
+        if not isinstance(e, yaml.YAMLError):  # a scalar the YAML constructors choked on
+            problem = f"a value cannot be read ({problem})"
         raise ConfigError(f"{source}{where}: not valid YAML: {problem}") from None
     if raw is None:
         raw = {}
@@ -133,8 +142,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.epochs=3")
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
+    except _YAML_FAILURES:
+        parsed = value  # not YAML: take it as the string it is, and let validation judge it
     return key.strip().split("."), parsed
 
 
@@ -162,7 +171,8 @@ class _Where:
         if any(dotted == key or dotted.startswith(key + ".") or dotted.startswith(key + "[")
                for key in self.overridden):
             return "--set"
-        line = self.lines.get(dotted)
+        # A list element (model.layers[1]) has no key of its own: point at its list's line.
+        line = self.lines.get(dotted) or self.lines.get(dotted.split("[", 1)[0])
         return f"{self.source}:{line}" if line else self.source
 
 
@@ -184,7 +194,9 @@ def _kind(value: Any) -> str:
 
 
 def _fail(where: _Where, dotted: str, message: str) -> typing.NoReturn:
-    raise ConfigError(f"{where.at(dotted)}: {dotted}: {message}")
+    # A key can be any YAML string, newlines included; quote such a key to keep the message on one line.
+    shown = dotted if dotted.isprintable() else repr(dotted)
+    raise ConfigError(f"{where.at(dotted)}: {shown}: {message}")
 
 
 def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
@@ -237,6 +249,11 @@ def _convert(hint: Any, value: Any, dotted: str, where: _Where) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(where, dotted, f"expected a number, got {_kind(value)} {value!r}")
+        if isinstance(value, int):
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond the float range (YAML integers are unbounded)
+                _fail(where, dotted, "must be a finite number, got an integer too large for a float")
         if not math.isfinite(value):
             _fail(where, dotted, f"must be a finite number, got {value}")
         return float(value)

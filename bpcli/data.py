@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,9 @@ KNOWN_SHA256: dict[str, dict[str, str]] = {
 # format of `sha256sum`: "<hex digest>  <file name>", digests of the decompressed bytes.
 CHECKSUM_FILE = "SHA256SUMS"
 
+# Labels index the one-hot columns: anything larger is a damaged file, not a 10-billion-class problem.
+MAX_LABEL = 255
+
 
 def decompress(blob: bytes, source: str) -> bytes:
     """The IDX bytes of a file's content: gunzipped if it starts with the gzip magic, else as is."""
@@ -78,7 +82,8 @@ def parse_idx(data: bytes, source: str = "<idx>") -> Array:
         raise DataError(f"{source}: truncated IDX header: {len(data)} bytes, {ndim} dimensions need {header}")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_TYPES[type_code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    # Python integers: np.prod in int64 wraps around for a crafted header (65536^4 -> 0).
+    expected = math.prod(dims) * dtype.itemsize
     actual = len(data) - header
     if actual != expected:
         shape = " x ".join(map(str, dims))
@@ -187,15 +192,20 @@ def load_mnist(
     arrays = {key: read_idx(directory / name, sums.get(name)) for key, name in FILES.items()}
     for part in ("train", "test"):
         images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        image_file, label_file = directory / FILES[f"{part}_images"], directory / FILES[f"{part}_labels"]
         if images.ndim < 2 or labels.ndim != 1:
-            raise DataError(f"{directory}: {part} images must have 2+ dimensions and labels 1, "
+            raise DataError(f"{image_file}, {label_file}: {part} images must have 2+ dimensions and labels 1, "
                             f"got {images.ndim} and {labels.ndim}")
         if len(images) != len(labels):
-            raise DataError(f"{directory}: {len(images)} {part} images but {len(labels)} labels")
-    classes = int(max(arrays["train_labels"].max(initial=0), arrays["test_labels"].max(initial=0))) + 1
+            raise DataError(f"{image_file}: {len(images)} {part} images but {label_file.name} has {len(labels)} labels")
     for key in ("train_labels", "test_labels"):
-        if arrays[key].min(initial=0) < 0:
-            raise DataError(f"{directory / FILES[key]}: negative label {int(arrays[key].min())}")
+        labels = arrays[key]
+        if labels.dtype.kind not in "iu":  # a float label cannot index a one-hot column
+            raise DataError(f"{directory / FILES[key]}: labels must be integers, the file stores {labels.dtype}")
+        bad = labels[(labels < 0) | (labels > MAX_LABEL)]
+        if bad.size:
+            raise DataError(f"{directory / FILES[key]}: label {int(bad[0])} out of range: labels must be 0..{MAX_LABEL}")
+    classes = int(max(arrays["train_labels"].max(initial=0), arrays["test_labels"].max(initial=0))) + 1
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
         raise DataError(f"{directory}: train images are {arrays['train_images'].shape[1:]} "
                         f"but test images {arrays['test_images'].shape[1:]}")

@@ -1,0 +1,444 @@
+"""`bpcli data download` / `verify` against a local HTTP server on 127.0.0.1 only.
+
+The server serves small generated IDX files under path prefixes that choose its behaviour:
+/good/ (with Range support), /norange/ (ignores Range), /regz/ (same content, compressed differently),
+/truncated/, /corrupt/ (a flipped byte), /wrong/ (a valid file of other data), /missing/ (404),
+/drop/ (announces N bytes, sends N/2, closes), /stall/ (headers, then silence), /nolength/ (no
+Content-Length), /real/ (the real MNIST files of the `mnist_dir` fixture). No test contacts any other host.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bpcli import download as dl
+from bpcli.cli import app
+from bpcli.data import FILES, load_mnist
+from bpcli.download import DatasetSpec, FileSpec, download, part_path, verify_directory
+from bpcli.errors import DataError, UsageError
+
+TIMEOUT = 2.0  # seconds; everything is local, so anything slower is a hang
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX encoding of a uint8 array."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def make_dataset(seed: int) -> dict[str, bytes]:
+    """Raw (uncompressed) IDX bytes of a tiny MNIST-shaped dataset: 40 train, 12 test, 6x6 images."""
+    rng = np.random.default_rng(seed)
+    sizes = {"train": 40, "test": 12}
+    out = {}
+    for part, n in sizes.items():
+        out[FILES[f"{part}_images"]] = idx_bytes(rng.integers(0, 256, size=(n, 6, 6)))
+        out[FILES[f"{part}_labels"]] = idx_bytes(rng.integers(0, 10, size=n))
+    return out
+
+
+RAW = make_dataset(0)
+GZ = {name: gzip.compress(raw, compresslevel=9, mtime=0) for name, raw in RAW.items()}
+OTHER_GZ = {name: gzip.compress(raw, mtime=0) for name, raw in make_dataset(1).items()}
+NAMES = list(FILES.values())
+
+
+def spec(mirrors: tuple[str, ...], content: bool = True) -> DatasetSpec:
+    """The tiny dataset's spec: MD5 of the .gz as served by /good/, and (optionally) content SHA-256."""
+    files = tuple(
+        FileSpec(n, md5=hashlib.md5(GZ[n]).hexdigest(),
+                 content_sha256=hashlib.sha256(RAW[n]).hexdigest() if content else None)
+        for n in NAMES
+    )
+    return DatasetSpec("tiny", "tiny test set", mirrors, files)
+
+
+# -- the local server ----------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0: the connection closes after each response, so a short body really ends the transfer.
+    protocol_version = "HTTP/1.0"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        self.server.requests.append((self.path, self.headers.get("Range")))
+        kind, _, name = self.path.lstrip("/").partition("/")
+        body = self.server.body(kind, name)
+        if body is None:
+            self.send_error(404, "Not Found")
+            return
+        if kind == "drop":
+            self._headers(200, len(body))
+            self.wfile.write(body[: len(body) // 2])
+            return
+        if kind == "nolength":  # HTTP/1.0 style: the body ends when the connection closes
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if kind == "stall":
+            self._headers(200, len(body))
+            self.wfile.flush()
+            time.sleep(TIMEOUT * 2)
+            return
+        start = _range_start(self.headers.get("Range")) if kind in ("good", "real") else None
+        if start is not None and start >= len(body):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(body)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if start is not None:
+            self._headers(206, len(body) - start, f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.wfile.write(body[start:])
+            return
+        self._headers(200, len(body))
+        self.wfile.write(body)
+
+    def _headers(self, status: int, length: int, content_range: str | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        if content_range:
+            self.send_header("Content-Range", content_range)
+        self.end_headers()
+
+
+def _range_start(header: str | None) -> int | None:
+    if not header or not header.startswith("bytes=") or not header.endswith("-"):
+        return None
+    return int(header[6:-1])
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stalled handler must not hold up the test run
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[tuple[str, str | None]] = []
+        self.real_dir: Path | None = None  # set by the test that serves the real MNIST files
+
+    def body(self, kind: str, name: str) -> bytes | None:
+        if kind == "real":
+            path = self.real_dir / name if self.real_dir else None
+            return path.read_bytes() if path and path.is_file() else None
+        if name not in GZ or kind == "missing":
+            return None
+        good = GZ[name]
+        if kind in ("good", "norange", "drop", "stall", "nolength"):
+            return good
+        if kind == "regz":
+            return gzip.compress(RAW[name], compresslevel=1, mtime=12345)
+        if kind == "truncated":
+            return good[: len(good) // 2]
+        if kind == "corrupt":
+            i = len(good) // 2
+            return good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1:]
+        if kind == "wrong":
+            return OTHER_GZ[name]
+        return None
+
+
+@dataclass
+class Local:
+    """The running server: `url(kind)` is a mirror base URL; `requests` what it was asked."""
+
+    port: int
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    server: _Server | None = None
+
+    def url(self, kind: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{kind}/"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Local]:
+    # Requests to 127.0.0.1 must not go through any proxy configured in the environment.
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv(dl.MIRRORS_ENV, raising=False)
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield Local(srv.server_address[1], srv.requests, srv)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+def fetch(local: Local, *kinds: str, tmp: Path, content: bool = True, **kwargs: object) -> dl.DownloadReport:
+    mirrors = tuple(local.url(k) for k in kinds)
+    return download(spec(mirrors, content), tmp, timeout=TIMEOUT, **kwargs)  # type: ignore[arg-type]
+
+
+def assert_not_installed(directory: Path, name: str = NAMES[0]) -> None:
+    assert not (directory / name).exists(), "a file that did not verify must not appear under its final name"
+
+
+# -- the good cases -------------------------------------------------------------------------------------
+
+
+def test_good_mirror_yields_verified_files_that_load(server: Local, tmp_path: Path) -> None:
+    seen: list[tuple[str, int, int | None]] = []
+    report = fetch(server, "good", tmp=tmp_path, on_progress=lambda *a: seen.append(a))
+    assert [f.status for f in report.files] == ["downloaded"] * 4
+    for f in report.files:
+        assert (tmp_path / f.name).read_bytes() == GZ[f.name]
+        assert f.method == "published MD5"
+        assert not part_path(tmp_path, f.name).exists()
+    # Progress ends at the full size for every file.
+    last = {name: (done, total) for name, done, total in seen}
+    assert last == {n: (len(GZ[n]), len(GZ[n])) for n in NAMES}
+    # SHA256SUMS makes the project's own loader accept a dataset it does not know.
+    assert report.checksum_file == tmp_path / "SHA256SUMS"
+    data = load_mnist(tmp_path, validation_size=8)
+    assert len(data.train) == 32 and len(data.test) == 12
+    assert all(c.ok and not c.problem for c in verify_directory(tmp_path))
+
+
+def test_verified_files_are_not_downloaded_again(server: Local, tmp_path: Path) -> None:
+    fetch(server, "good", tmp=tmp_path)
+    server.requests.clear()
+    report = fetch(server, "good", tmp=tmp_path)
+    assert [f.status for f in report.files] == ["present"] * 4
+    assert server.requests == []
+
+
+def test_a_bad_file_under_the_final_name_is_replaced(server: Local, tmp_path: Path) -> None:
+    (tmp_path / NAMES[0]).write_bytes(b"not the file")
+    report = fetch(server, "good", tmp=tmp_path)
+    assert report.files[0].status == "downloaded"
+    assert (tmp_path / NAMES[0]).read_bytes() == GZ[NAMES[0]]
+
+
+def test_differently_compressed_copy_verifies_by_content(server: Local, tmp_path: Path) -> None:
+    report = fetch(server, "regz", tmp=tmp_path)
+    assert {f.method for f in report.files} == {"content SHA-256"}
+
+
+def test_no_published_checksum_is_reported_as_unverified(server: Local, tmp_path: Path) -> None:
+    bare = DatasetSpec("bare", "no checksums", (server.url("good"),), tuple(FileSpec(n) for n in NAMES))
+    report = download(bare, tmp_path, timeout=TIMEOUT)
+    assert {f.method for f in report.files} == {dl.UNVERIFIED}
+
+
+def test_server_without_content_length(server: Local, tmp_path: Path) -> None:
+    seen: list[int | None] = []
+    report = fetch(server, "nolength", tmp=tmp_path, on_progress=lambda name, done, total: seen.append(total))
+    assert [f.status for f in report.files] == ["downloaded"] * 4
+    assert set(seen) == {None}  # the progress bar is told the size is unknown
+
+
+def test_file_url_mirror(tmp_path: Path) -> None:
+    """A local copy (file://) works as a mirror, e.g. on a machine without network."""
+    source = tmp_path / "mirror"
+    source.mkdir()
+    for name, blob in GZ.items():
+        (source / name).write_bytes(blob)
+    mirror = source.as_uri() + "/"
+    report = download(spec((mirror,)), tmp_path / "out", [mirror], timeout=TIMEOUT)
+    assert [f.status for f in report.files] == ["downloaded"] * 4
+
+
+def test_falls_through_to_the_next_mirror(server: Local, tmp_path: Path) -> None:
+    report = fetch(server, "missing", "good", tmp=tmp_path)
+    first = report.files[0]
+    assert first.url == server.url("good") + NAMES[0]
+    assert len(first.failures) == 1 and "HTTP 404" in first.failures[0]
+
+
+def test_resume_sends_a_range_request(server: Local, tmp_path: Path) -> None:
+    name, body = NAMES[0], GZ[NAMES[0]]
+    half = len(body) // 2
+    part_path(tmp_path, name).write_bytes(body[:half])
+    report = fetch(server, "good", tmp=tmp_path)
+    assert (f"/good/{name}", f"bytes={half}-") in server.requests
+    assert report.files[0].resumed_from == half
+    assert (tmp_path / name).read_bytes() == body
+
+
+def test_server_ignoring_range_restarts_the_file(server: Local, tmp_path: Path) -> None:
+    name, body = NAMES[0], GZ[NAMES[0]]
+    part_path(tmp_path, name).write_bytes(body[:10])
+    report = fetch(server, "norange", tmp=tmp_path)
+    assert report.files[0].resumed_from == 0
+    assert (tmp_path / name).read_bytes() == body
+
+
+def test_a_complete_part_file_is_verified_without_refetching(server: Local, tmp_path: Path) -> None:
+    name, body = NAMES[0], GZ[NAMES[0]]
+    part_path(tmp_path, name).write_bytes(body)
+    report = fetch(server, "good", tmp=tmp_path)  # the server answers 416 to a range past the end
+    assert report.files[0].resumed_from == len(body)
+    assert (tmp_path / name).read_bytes() == body
+
+
+def test_a_stale_part_file_is_discarded_and_fetched_again(server: Local, tmp_path: Path) -> None:
+    name, body = NAMES[0], GZ[NAMES[0]]
+    part_path(tmp_path, name).write_bytes(b"\x00" * 100)  # bytes from some other transfer
+    fetch(server, "good", tmp=tmp_path)
+    assert (tmp_path / name).read_bytes() == body
+    assert [r for r in server.requests if r[0] == f"/good/{name}"] == [(f"/good/{name}", "bytes=100-"),
+                                                                      (f"/good/{name}", None)]
+
+
+def test_mirrors_from_the_environment(server: Local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(dl.MIRRORS_ENV, f"{server.url('missing')}, {server.url('good')}")
+    report = download(spec((f"http://127.0.0.1:{_closed_port()}/never-used/",)), tmp_path, timeout=TIMEOUT)
+    assert report.files[0].url == server.url("good") + NAMES[0]
+    # --mirror beats the environment.
+    assert dl.resolve_mirrors(spec(()), ["file:///x/"]) == ("file:///x/",)
+
+
+def test_bad_mirror_url_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="not a mirror URL"):
+        dl.resolve_mirrors(spec(()), ["ftp://example.invalid/"])
+
+
+def test_known_datasets_have_mirrors_and_checksums() -> None:
+    for name, ds in dl.DATASETS.items():
+        assert ds.mirrors and [f.name for f in ds.files] == NAMES, name
+        assert all(f.published for f in ds.files), name
+    with pytest.raises(UsageError, match="unknown dataset"):
+        dl.dataset_spec("cifar")
+
+
+# -- the bad cases: a clear DataError and nothing under the final name ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("truncated", "corrupted gzip stream"),
+        ("corrupt", "corrupted gzip stream"),
+        ("wrong", "checksum mismatch"),
+        ("missing", "HTTP 404"),
+        ("drop", "transfer stopped after"),
+    ],
+)
+def test_bad_mirror_gives_a_clear_error_and_no_file(server: Local, tmp_path: Path, kind: str, message: str) -> None:
+    with pytest.raises(DataError) as info:
+        fetch(server, kind, tmp=tmp_path)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"{NAMES[0]}: no mirror gave a verified copy")
+    assert server.url(kind) + NAMES[0] in text and message in text
+    assert_not_installed(tmp_path)
+    assert not (tmp_path / "SHA256SUMS").exists()
+
+
+def test_dropped_transfer_keeps_only_the_part_file_and_is_bounded(server: Local, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="kept and will be resumed"):
+        fetch(server, "drop", tmp=tmp_path)
+    assert part_path(tmp_path, NAMES[0]).stat().st_size == len(GZ[NAMES[0]]) // 2
+    assert len(server.requests) == dl.ATTEMPTS  # resumed a bounded number of times, then gave up
+    assert_not_installed(tmp_path)
+
+
+def test_bad_checksum_deletes_the_part_file(server: Local, tmp_path: Path) -> None:
+    with pytest.raises(DataError):
+        fetch(server, "wrong", tmp=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stalled_server_times_out(server: Local, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(DataError, match="timed out"):
+        download(spec((server.url("stall"),)), tmp_path, timeout=0.3)
+    assert time.monotonic() - started < TIMEOUT
+    assert_not_installed(tmp_path)
+
+
+def test_refused_connection_lists_every_mirror(server: Local, tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{_closed_port()}/mnist/"
+    with pytest.raises(DataError) as info:
+        download(spec((closed, server.url("missing"))), tmp_path, timeout=TIMEOUT)
+    text = str(info.value)
+    assert f"{closed}{NAMES[0]}: connection refused" in text and server.url("missing") + NAMES[0] in text
+    assert_not_installed(tmp_path)
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- through the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_dataset(server: Local, monkeypatch: pytest.MonkeyPatch) -> Local:
+    """`bpcli data download tiny` fetches the generated dataset from the local server."""
+    monkeypatch.setitem(dl.DATASETS, "tiny", spec((server.url("missing"), server.url("good"))))
+    return server
+
+
+def test_cli_download_and_verify(tiny_dataset: Local, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "download", "tiny", "--dir", str(tmp_path), "--timeout", "2"])
+    assert result.exit_code == 0, result.output
+    assert "published MD5" in result.stdout and "SHA256SUMS" in result.stdout
+    result = runner.invoke(app, ["data", "verify", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "all files verified" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["truncated", "corrupt", "wrong", "missing", "drop"])
+def test_cli_bad_mirror_is_one_line_error(tiny_dataset: Local, tmp_path: Path, kind: str) -> None:
+    result = CliRunner().invoke(
+        app, ["data", "download", "tiny", "--dir", str(tmp_path), "--mirror", tiny_dataset.url(kind), "--timeout", "2"]
+    )
+    assert result.exit_code == DataError.exit_code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and NAMES[0] in lines[0]
+    assert_not_installed(tmp_path)
+
+
+def test_cli_verify_reports_a_damaged_file(tiny_dataset: Local, tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["data", "download", "tiny", "--dir", str(tmp_path)]).exit_code == 0
+    (tmp_path / NAMES[1]).write_bytes(OTHER_GZ[NAMES[1]])
+    result = runner.invoke(app, ["data", "verify", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "checksum mismatch" in result.stdout and "1 of 4 files have problems" in result.stdout
+
+
+def test_cli_verify_missing_directory(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "verify", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "bpcli data download" in result.stderr
+
+
+def test_cli_download_real_mnist_from_a_local_mirror(server: Local, tmp_path: Path, mnist_dir: Path) -> None:
+    """The real MNIST files, recompressed (so their .gz MD5s differ from the public mirrors'),
+    verify by content SHA-256 and load with the project's loader."""
+    assert server.server is not None
+    server.server.real_dir = mnist_dir
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "download", "mnist", "--dir", str(tmp_path), "--mirror", server.url("real")])
+    assert result.exit_code == 0, result.output
+    assert "content SHA-256" in result.stdout
+    assert len(load_mnist(tmp_path).test) == 10_000  # what `bpcli train` will do with the directory
