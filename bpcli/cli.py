@@ -112,5 +112,181 @@ def evaluate_command(
     runner.evaluate(checkpoint_path, data_path, as_json=as_json, console=console)
 
 
+# -- bpcli data: get and check MNIST-format datasets ---------------------------------------------------
+
+data_app = typer.Typer(help="Download and verify MNIST-format datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def data_command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`command` for the `data` sub-app: the same translation of user errors into one line."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **k: Any) -> Any:
+            try:
+                return fn(*a, **k)
+            except BpcliError as e:
+                fail(str(e), e.exit_code)
+
+        return data_app.command(*args, **kwargs)(wrapper)
+
+    return register
+
+
+@data_command("download")
+def data_download_command(
+    dataset: str = typer.Argument("mnist", metavar="[DATASET]", help="mnist, fashion-mnist or kmnist."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to put the files (default data/DATASET)."),
+    mirrors: Optional[list[str]] = typer.Option(
+        None, "--mirror", metavar="URL",
+        help="A mirror's base URL, tried in the order given (repeatable); replaces the defaults and $BPCLI_MIRRORS.",
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds to wait for a server before giving up on it."),
+) -> None:
+    """Fetch the four IDX files of a dataset, verify each, and only then give it its final name."""
+    from bpcli import download
+    from bpcli.render import data as view
+
+    spec = download.dataset_spec(dataset)
+    target = directory if directory is not None else Path("data") / spec.name
+    with view.DownloadProgress(console) as progress:
+        report = download.download(spec, target, mirrors or None, timeout=timeout, on_progress=progress)
+    console.print(view.download_table(report))
+    for note in view.download_notes(report):
+        console.print(note, soft_wrap=True)
+
+
+@data_command("verify")
+def data_verify_command(
+    directory: Path = typer.Argument(Path("data/mnist"), metavar="[DIR]", help="A dataset directory (default data/mnist)."),
+) -> None:
+    """Check a dataset directory: files present, valid IDX, checksums as `train` will check them.
+    Exit code 0 if all is well, 1 if a file has a problem, 2 if the directory is missing."""
+    from bpcli import download
+    from bpcli.render import data as view
+
+    checks = download.verify_directory(directory)
+    console.print(view.verify_table(str(directory), checks))
+    console.print(view.verify_summary(checks), soft_wrap=True)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@command("explain")
+def explain_command(
+    config_path: Optional[Path] = typer.Argument(
+        None, dir_okay=False, metavar="CONFIG", help="A YAML config file (default: configs/mnist.yaml)."
+    ),
+    overrides: Optional[list[str]] = SetOption,
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", metavar="CKPT", help="Explain a trained network: a checkpoint (.npz) instead of CONFIG."
+    ),
+    sections: Optional[list[str]] = typer.Option(
+        None, "--section", metavar="NAME",
+        help="Show only this section (repeatable): notation, layers, cost, equations, graph, trace.",
+    ),
+    weight: Optional[str] = typer.Option(
+        None, "--weight", metavar="L,J,K",
+        help="Trace dC/dw^l_jk for one example: l = 2..L, and j, k 0-based as in the arrays.",
+    ),
+    example: int = typer.Option(0, "--example", metavar="N", help="The test example the trace uses."),
+    fmt: str = typer.Option("rich", "--format", metavar="rich|markdown|json", help="Output format."),
+    graph: Optional[str] = typer.Option(
+        None, "--graph", metavar="mermaid|dot", help="Print only the graph after surgery, in this format."
+    ),
+) -> None:
+    """Explain backpropagation for one network: every symbol with its type, the shapes, the cost as a
+    function of the parameters, the equations per layer, the graph with weights as nodes, and one
+    partial derivative traced with real numbers."""
+    import json
+
+    from bpcli import explain
+    from bpcli.errors import UsageError
+    from bpcli.render import explain as view
+
+    if fmt not in ("rich", "markdown", "json"):
+        raise UsageError(f"--format {fmt!r}: expected rich, markdown or json")
+    if graph is not None and graph not in ("mermaid", "dot"):
+        raise UsageError(f"--graph {graph!r}: expected mermaid or dot")
+    chosen = explain.parse_sections(sections)
+    cfg, net, source = explain.load_subject(config_path, overrides or [], checkpoint)
+    if graph is not None:
+        model = explain.describe(net, name=cfg.name, source=source, batch_size=cfg.training.batch_size,
+                                 sections=["graph"])
+        assert model.graph is not None
+        typer.echo(explain.to_mermaid(model.graph) if graph == "mermaid" else explain.to_dot(model.graph), nl=False)
+        return
+    if "trace" in chosen and weight is None:
+        raise UsageError("the trace section needs --weight l,j,k: " + explain.weight_ranges(net.sizes))
+    picked = explain.parse_weight(weight, net.sizes) if weight is not None else None
+    sample = explain.load_example(cfg.data.path, example, net.sizes) if picked is not None else None
+    model = explain.describe(net, name=cfg.name, source=source, batch_size=cfg.training.batch_size,
+                             sections=sections, weight=picked, example=sample)
+    if fmt == "json":
+        typer.echo(json.dumps(explain.to_json(model), indent=2))
+    elif fmt == "markdown":
+        typer.echo(explain.to_markdown(model), nl=False)
+    else:
+        view.render(console, model, hint=picked is None and not sections)
+
+
+@command("gradcheck")
+def gradcheck_command(
+    config_path: Optional[Path] = typer.Argument(
+        None, dir_okay=False, metavar="CONFIG", help="A YAML config file (optional with --checkpoint)."
+    ),
+    overrides: Optional[list[str]] = SetOption,
+    checkpoint_path: Optional[Path] = typer.Option(
+        None, "--checkpoint", metavar="CKPT", help="Check this trained network (.npz or run directory) instead of a fresh one."
+    ),
+    batch: int = typer.Option(10, "--batch", min=1, metavar="N", help="Examples C averages over: the first N MNIST test images."),
+    random_data: bool = typer.Option(False, "--random-data", help="Seeded random inputs and targets instead of MNIST."),
+    method: str = typer.Option("central", "--method", metavar="central|complex|directional", help="Numerical derivative."),
+    eps: Optional[float] = typer.Option(None, "--eps", metavar="H", help="Step h (default 1e-5; complex 1e-30)."),
+    rtol: Optional[float] = typer.Option(None, "--rtol", metavar="R", help="Relative error allowed (default 1e-7; complex 1e-12; directional 1e-6)."),
+    atol: Optional[float] = typer.Option(None, "--atol", metavar="A", help="Absolute error allowed (default: 10x the rounding noise, 10 eps max(1,C)/h)."),
+    entries: str = typer.Option("all", "--entries", metavar="all|N", help="Check every entry, or N random ones per group (directional: N directions)."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="S", help="Seed for initialization, random data and sampling (default training.seed)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help="Also write the results as JSON to FILE."),
+) -> None:
+    """Check backprop's gradient against numerical derivatives of C, entry by entry or along random
+    directions. Exit code 0 if every group passes, 1 if any fails, 2 for bad input."""
+    import json
+
+    from bpcli import checkpoint, gradcheck, network
+    from bpcli.errors import UsageError
+    from bpcli.render import gradcheck as view
+
+    if config_path is None and checkpoint_path is None:
+        raise UsageError("gradcheck needs a CONFIG file or --checkpoint CKPT")
+    if entries != "all" and not entries.isdigit():
+        raise UsageError(f"--entries {entries!r}: expected 'all' or a positive whole number")
+    n_entries = "all" if entries == "all" else int(entries)
+    if checkpoint_path is not None:
+        ckpt = checkpoint.load(checkpoint_path)
+        cfg = config.load(config_path, overrides or []) if config_path is not None else ckpt.config
+        seed = cfg.training.seed if seed is None else seed
+        net, origin = ckpt.network, f"network from {checkpoint_path}"
+    else:
+        assert config_path is not None
+        cfg = config.load(config_path, overrides or [])
+        seed = cfg.training.seed if seed is None else seed
+        net = network.Network.from_config(cfg.model, seed, "float64")
+        origin = f"network {list(net.sizes)} initialized from {config_path} ({cfg.model.init}, seed {seed})"
+    mnist_dir = None if random_data else cfg.data.path
+    x, y, source = gradcheck.batch_for(net.sizes, net.output.name, batch, seed, mnist_dir)
+    result = gradcheck.check(net, x, y, method=method, eps=eps, rtol=rtol, atol=atol, entries=n_entries, seed=seed)
+    result.notes.insert(0, f"{origin}; data: {source}")
+    if cfg.training.l2 > 0:
+        result.notes.append(f"training.l2 = {cfg.training.l2:g}: L2 decay is applied by the optimizer, is not "
+                            "part of C(w, b), and is not checked")
+    view.render(console, result)
+    if json_path is not None:
+        checkpoint.write_atomic(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
