@@ -159,7 +159,7 @@ def one_hot(labels: Array, classes: int, dtype: np.dtype | type = np.float32) ->
 
 
 def _split(images: Array, labels: Array, classes: int, dtype: np.dtype) -> Split:
-    x = images.reshape(len(images), -1).astype(dtype)
+    x = images.reshape(len(images), math.prod(images.shape[1:])).astype(dtype)
     x *= dtype.type(1.0 / 255.0) if images.dtype == np.uint8 else 1.0
     return Split(x, one_hot(labels, classes, dtype), labels.astype(np.int64))
 

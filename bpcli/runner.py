@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import numpy as np
 from rich.console import Console
 
 from bpcli import checkpoint as ckpt_io
@@ -92,7 +93,9 @@ def train(
 
     epochs = cfg.training.epochs
     try:
-        with StopFlag() as stop:
+        # Overflow on the way to divergence is detected and reported by the loop; NumPy's warnings
+        # would only add noise above that message.
+        with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):
             if quiet:
                 summary = fit(trainer, files, should_stop=stop, started=started)
             else:
