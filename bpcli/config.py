@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -123,7 +124,7 @@ def loads(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a config must be a YAML mapping (model:, training:, data:), got {_kind(raw)}")
-    raw.setdefault("name", name)
+    raw.setdefault("name", re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip(".-_") or "config")
     for item in overrides:
         _apply_override(raw, item)
     overridden = frozenset(".".join(parse_override(item)[0]) for item in overrides)
@@ -292,6 +293,10 @@ def _check(obj: Any, prefix: str, where: _Where) -> None:
         need(obj.learning_rate > 0, "learning_rate", f"must be > 0, got {obj.learning_rate}")
         need(obj.l2 >= 0, "l2", f"must be >= 0, got {obj.l2}")
         need(obj.seed >= 0, "seed", f"must be >= 0, got {obj.seed}")
+    elif isinstance(obj, Config):
+        # The name becomes a directory name under runs/, so it must not be able to climb out of it.
+        need(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", obj.name)), "name",
+             f"{obj.name!r} must be letters, digits, '.', '_' or '-', as it names the run directory")
     elif isinstance(obj, DataConfig):
         need(bool(obj.path), "path", "must name a directory")
         need(obj.validation_size >= 0, "validation_size", f"must be >= 0, got {obj.validation_size}")

@@ -91,3 +91,9 @@ def test_cli_print_config_shows_the_resolved_config() -> None:
 def test_missing_config_file() -> None:
     result = CliRunner().invoke(app, ["train", "nope.yaml"])
     assert result.exit_code == 2 and "nope.yaml: no such config file" in result.output
+
+
+def test_run_name_cannot_escape_the_runs_directory() -> None:
+    with pytest.raises(ConfigError, match="name: '../x' must be letters"):
+        config.loads("name: ../x\n")
+    assert config.loads("", name="my config").name == "my-config"
