@@ -254,28 +254,18 @@ def gradcheck_command(
     directions. Exit code 0 if every group passes, 1 if any fails, 2 for bad input."""
     import json
 
-    from bpcli import checkpoint, gradcheck, network
+    from bpcli import checkpoint, gradcheck
     from bpcli.errors import UsageError
     from bpcli.render import gradcheck as view
 
-    if config_path is None and checkpoint_path is None:
-        raise UsageError("gradcheck needs a CONFIG file or --checkpoint CKPT")
+    if method not in gradcheck.METHODS:
+        raise UsageError(f"--method {method!r}: expected one of {', '.join(gradcheck.METHODS)}")
     if entries != "all" and not entries.isdigit():
         raise UsageError(f"--entries {entries!r}: expected 'all' or a positive whole number")
-    n_entries = "all" if entries == "all" else int(entries)
-    if checkpoint_path is not None:
-        ckpt = checkpoint.load(checkpoint_path)
-        cfg = config.load(config_path, overrides or []) if config_path is not None else ckpt.config
-        seed = cfg.training.seed if seed is None else seed
-        net, origin = ckpt.network, f"network from {checkpoint_path}"
-    else:
-        assert config_path is not None
-        cfg = config.load(config_path, overrides or [])
-        seed = cfg.training.seed if seed is None else seed
-        net = network.Network.from_config(cfg.model, seed, "float64")
-        origin = f"network {list(net.sizes)} initialized from {config_path} ({cfg.model.init}, seed {seed})"
+    cfg, net, seed, origin = gradcheck.load_subject(config_path, overrides or [], checkpoint_path, seed)
     mnist_dir = None if random_data else cfg.data.path
     x, y, source = gradcheck.batch_for(net.sizes, net.output.name, batch, seed, mnist_dir)
+    n_entries = "all" if entries == "all" else int(entries)
     result = gradcheck.check(net, x, y, method=method, eps=eps, rtol=rtol, atol=atol, entries=n_entries, seed=seed)
     result.notes.insert(0, f"{origin}; data: {source}")
     if cfg.training.l2 > 0:
@@ -283,7 +273,10 @@ def gradcheck_command(
                             "part of C(w, b), and is not checked")
     view.render(console, result)
     if json_path is not None:
-        checkpoint.write_atomic(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+        try:
+            checkpoint.write_atomic(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+        except OSError as e:
+            raise UsageError(f"--json {json_path}: cannot write ({e.strerror or e})") from None
     if not result.passed:
         raise typer.Exit(1)
 

@@ -1,0 +1,131 @@
+"""Rich drawing of `bpcli gradcheck`: a heading line, one table row per parameter group (w^2, b^2, ...),
+the notes, and one verdict line. Nothing is computed here; every number comes from `bpcli.gradcheck`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bpcli.gradcheck import GradcheckResult, GroupResult, Worst
+
+WIDE = 96  # columns the wide table needs for MNIST-sized groups
+
+VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "kink": "bold yellow"}
+METHOD_TEXT = {
+    "central": "central differences (C(θ+h e_i) - C(θ-h e_i)) / 2h",
+    "complex": "complex step Im C(θ + i h e_i) / h",
+    "directional": "random directions: g·v vs (C(θ+h v) - C(θ-h v)) / 2h",
+}
+
+
+def type_of(group: GroupResult) -> str:
+    """R^(n_l x n_(l-1)) for w^l, R^(n_l) for b^l, as in the notation table."""
+    if len(group.shape) == 2:
+        return f"R^({group.shape[0]}x{group.shape[1]})"
+    return f"R^{group.shape[0]}"
+
+
+def worst_label(worst: Worst | None, method: str) -> str:
+    if worst is None:
+        return "-"
+    if method == "directional":
+        return f"v{worst.j}"
+    if worst.k is None:
+        return f"({worst.l}, {worst.j})"
+    return f"({worst.l}, {worst.j}, {worst.k})"
+
+
+def _e(value: float, digits: int = 1) -> str:
+    return "-" if value != value else f"{value:.{digits}e}"  # value != value: NaN
+
+
+def heading(result: GradcheckResult) -> Text:
+    atol = f"atol {result.atol:.1e}" + (" (auto)" if result.atol_auto else "")
+    return Text.assemble(
+        ("gradcheck ", "bold"), (METHOD_TEXT[result.method], "cyan"), "\n",
+        (f"layers {list(result.sizes)}, {result.examples} example{'s' * (result.examples != 1)}, "
+         f"C = {result.cost:.6g}, h = {result.eps:.0e}, rtol {result.rtol:.0e}, {atol}", "dim"),
+    )
+
+
+def table(result: GradcheckResult, width: int = 100) -> Table:
+    """One row per group, within `width` columns. Two-line cells keep the wide layout (>= WIDE
+    columns) to about 96: max |g| above RMS g, the worst entry's backprop value above its numerical
+    one. The narrow layout (80 columns) also puts the type under the group and the worst entry's
+    index above its two values."""
+    directional = result.method == "directional"
+    wide = width >= WIDE
+    t = Table(box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    t.add_column("group", style="bold cyan")
+    if wide:
+        t.add_column("type", style="green")
+    t.add_column("directions" if directional else "checked", justify="right")
+    t.add_column("max |g|\nRMS g", justify="right")
+    t.add_column("max abs\nerror", justify="right")
+    t.add_column("max rel\nerror", justify="right")
+    where = "worst\ndirection" if directional else "worst\n(l, j, k)"
+    values = "g·v backprop\nnumerical" if directional else "backprop\nnumerical"
+    if wide:
+        t.add_column(where, justify="right")
+        t.add_column(values, justify="right")
+    else:
+        t.add_column(f"{where.replace(chr(10), ' ')}\n{values}", justify="right")
+    t.add_column("verdict")
+    for g in result.groups:
+        size = math.prod(g.shape)
+        checked = f"{g.checked:,}" if directional or g.checked == size else f"{g.checked:,}\nof {size:,}"
+        verdict = Text(g.verdict, style=VERDICT_STYLE[g.verdict])
+        if g.kinks:
+            verdict.append(f"\n{g.kinks:,} kink{'s' * (g.kinks != 1)}", style="yellow")
+        w = g.worst
+        both = "-" if w is None else f"{w.backprop:.6e}\n{w.numerical:.6e}"
+        sizes = f"{_e(g.max_grad)}\n{_e(g.rms_grad)}"
+        rel = Text(_e(g.max_rel_error), style="bold red" if g.failures else "")
+        if wide:
+            cells = [g.name, Text(type_of(g), style="green"), checked, sizes, _e(g.max_abs_error), rel,
+                     worst_label(w, result.method), both]
+        else:
+            name = Text.assemble((g.name, "bold cyan"), "\n", (type_of(g), "green"))
+            cells = [name, checked, sizes, _e(g.max_abs_error), rel, f"{worst_label(w, result.method)}\n{both}"]
+        t.add_row(*cells, verdict, end_section=True)
+    return t
+
+
+def notes(result: GradcheckResult) -> list[Text]:
+    out = [Text(f"note: {n}", style="dim") for n in result.notes]
+    for g in result.groups:
+        if g.note:
+            out.append(Text(f"{g.name}: {g.note}", style="red"))
+    return out
+
+
+def verdict_line(result: GradcheckResult) -> Text:
+    kinds = "directions" if result.method == "directional" else "entries"
+    kinks = f", {result.kinks:,} ReLU kinks left out" if result.kinks else ""
+    if result.passed:
+        worst = max((g.max_rel_error for g in result.groups), default=0.0)
+        return Text.assemble(
+            ("PASS", "bold green"),
+            f": backprop agrees with {result.method} on all {result.checked - result.kinks:,} {kinds} compared "
+            f"in {len(result.groups)} groups (max rel error {worst:.1e}, rtol {result.rtol:.0e}){kinks}",
+        )
+    failed = [g for g in result.groups if not g.passed]
+    count = sum(g.failures for g in failed)
+    return Text.assemble(
+        ("FAIL", "bold red"),
+        f": backprop disagrees with {result.method} in {', '.join(g.name for g in failed)} "
+        f"({count:,} of {result.checked:,} {kinds} beyond rtol {result.rtol:.0e}){kinks}",
+    )
+
+
+def render(console: Console, result: GradcheckResult) -> None:
+    console.print(heading(result))
+    console.print(table(result, console.width))
+    for line in notes(result):
+        console.print(line, soft_wrap=True)
+    console.print(verdict_line(result), soft_wrap=True)
