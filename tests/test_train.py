@@ -138,6 +138,8 @@ def test_signal_checkpoints_and_resume_matches_uninterrupted_run(
     assert proc.returncode == code, stdout + stderr
     assert "checkpoint saved to" in stdout and "--resume" in stdout
     assert checkpoint.load(out / "last.npz").epoch < 40
+    if signum != signal.SIGINT:
+        return  # one signal is enough to show that resuming is exact
 
     resumed = CliRunner().invoke(app, ["train", TINY, *sets, "--resume", str(out), "--quiet"])
     assert resumed.exit_code == 0, resumed.output
