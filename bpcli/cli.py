@@ -31,8 +31,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`app.command`, plus the translation of user errors into a one-line message and exit code."""
+def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`app.command` (or `group.command` for a sub-app), plus the translation of user errors into a
+    one-line message and exit code."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -42,7 +43,7 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
             except BpcliError as e:
                 fail(str(e), e.exit_code)
 
-        return app.command(*args, **kwargs)(wrapper)
+        return (group or app).command(*args, **kwargs)(wrapper)
 
     return register
 
@@ -118,23 +119,9 @@ data_app = typer.Typer(help="Download and verify MNIST-format datasets.", no_arg
 app.add_typer(data_app, name="data")
 
 
-def data_command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`command` for the `data` sub-app: the same translation of user errors into one line."""
-
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*a: Any, **k: Any) -> Any:
-            try:
-                return fn(*a, **k)
-            except BpcliError as e:
-                fail(str(e), e.exit_code)
-
-        return data_app.command(*args, **kwargs)(wrapper)
-
-    return register
 
 
-@data_command("download")
+@command("download", group=data_app)
 def data_download_command(
     dataset: str = typer.Argument("mnist", metavar="[DATASET]", help="mnist, fashion-mnist or kmnist."),
     directory: Optional[Path] = typer.Option(None, "--dir", help="Where to put the files (default data/DATASET)."),
@@ -157,7 +144,7 @@ def data_download_command(
         console.print(note, soft_wrap=True)
 
 
-@data_command("verify")
+@command("verify", group=data_app)
 def data_verify_command(
     directory: Path = typer.Argument(Path("data/mnist"), metavar="[DIR]", help="A dataset directory (default data/mnist)."),
 ) -> None:
