@@ -26,9 +26,14 @@ class Cost:
         """C = (1/m) sum_x C_x for output pre-activations z, activations a and targets y, all (m, n_L)."""
         raise NotImplementedError
 
-    def derivative(self, a: Array, y: Array, output: Activation) -> Array:
-        """dC_x/da^L for each example, shape (m, n_L)."""
+    def derivative(self, a: Array, y: Array, output: Activation, out: Array | None = None) -> Array:
+        """dC_x/da^L for each example, shape (m, n_L); written into `out` when given."""
         raise NotImplementedError
+
+    def running_value(self, z: Array, a: Array, y: Array, output: Activation) -> float:
+        """C for one training batch, as the running train loss reports it: `value`, unless a cost has
+        a cheaper form that differs from it only where C_x is already enormous (see CrossEntropy)."""
+        return self.value(z, a, y, output)
 
     def fused_with(self, output: Activation) -> bool:
         """True when delta^L = dC_x/dz^L simplifies to a^L - y for this output activation."""
@@ -44,11 +49,13 @@ class Quadratic(Cost):
     name = "quadratic"
 
     def value(self, z: Array, a: Array, y: Array, output: Activation) -> float:
-        d = a - y
-        return 0.5 * np.sum(d * d) / len(a)
+        d = (a - y).ravel()
+        # The sum of squares as one dot product, without the array d * d (np.dot, unlike np.vdot, does
+        # not conjugate: for complex d this stays sum d^2, analytic, as the complex-step check needs).
+        return 0.5 * np.dot(d, d) / len(a)
 
-    def derivative(self, a: Array, y: Array, output: Activation) -> Array:
-        return a - y
+    def derivative(self, a: Array, y: Array, output: Activation, out: Array | None = None) -> Array:
+        return np.subtract(a, y, out=out)
 
     def fused_with(self, output: Activation) -> bool:
         return isinstance(output, Identity)
@@ -66,16 +73,27 @@ class CrossEntropy(Cost):
 
     def value(self, z: Array, a: Array, y: Array, output: Activation) -> float:
         if isinstance(output, Softmax):
-            return -np.sum(y * output.log_value(z)) / len(z)
+            # sum_x sum_j y_j log a_j as one dot product (y is real, so vdot's conjugation is moot).
+            return -np.vdot(y, output.log_value(z)) / len(z)
         if isinstance(output, Sigmoid):
             # -log a = softplus(-z) and -log(1 - a) = softplus(z).
             return np.sum(y * _softplus(-z) + (1.0 - y) * _softplus(z)) / len(z)
         raise ValueError(f"cross_entropy needs a softmax or sigmoid output, not {output.name}")
 
-    def derivative(self, a: Array, y: Array, output: Activation) -> Array:
+    def running_value(self, z: Array, a: Array, y: Array, output: Activation) -> float:
         if isinstance(output, Softmax):
-            return -y / a
-        return (a - y) / (a * (1.0 - a))
+            # Per training batch, C = -(1/m) sum y log a^L straight from the forward pass's a^L: three
+            # array operations on (m, n_L), against about ten for `value`'s log-sum-exp of z^L, which
+            # costs as much as a small layer's matrix product. a^L is floored at the smallest normal
+            # float, so the two differ only for an example whose target probability underflowed, i.e.
+            # with C_x > 87 in float32 (counted as 87). `value` stays the exact reference.
+            return -np.vdot(y, np.log(np.maximum(a, np.finfo(a.dtype).tiny))) / len(a)
+        return self.value(z, a, y, output)
+
+    def derivative(self, a: Array, y: Array, output: Activation, out: Array | None = None) -> Array:
+        if isinstance(output, Softmax):
+            return np.divide(-y, a, out=out)
+        return np.divide(a - y, a * (1.0 - a), out=out)
 
     def fused_with(self, output: Activation) -> bool:
         return isinstance(output, (Softmax, Sigmoid))
@@ -84,17 +102,20 @@ class CrossEntropy(Cost):
 COSTS: dict[str, Cost] = {c.name: c for c in (Quadratic(), CrossEntropy())}
 
 
-def output_delta(cost: Cost, output: Activation, z: Array, a: Array, y: Array) -> Array:
-    """delta^L = dC/dz^L for the batch-mean cost, shape (m, n_L).
+def output_delta(
+    cost: Cost, output: Activation, z: Array, a: Array, y: Array, out: Array | None = None, scale: float = 1.0
+) -> Array:
+    """delta^L = dC/dz^L for the batch-mean cost, shape (m, n_L); written into `out` when given.
 
     In general delta^L = grad_a C_x (.) sigma'(z^L) (J^T grad_a C_x for softmax); for the matched
-    pairs the factors cancel to a^L - y. The 1/m of the batch mean is folded in here, once, so every
-    later delta^l and gradient already belongs to the mean cost.
+    pairs the factors cancel to a^L - y (the fused softmax + cross-entropy delta: no Jacobian, no
+    division by a). The 1/m of the batch mean is folded in here, once, so every later delta^l and
+    gradient already belongs to the mean cost; so is `scale`, for the gradient of scale * C.
     """
     m = len(a)
     if cost.fused_with(output):
-        delta = a - y
+        delta = np.subtract(a, y, out=out)
     else:
-        delta = output.chain(cost.derivative(a, y, output), z, a)
-    delta *= 1.0 / m
+        delta = output.chain(cost.derivative(a, y, output, out=out), z, a)
+    delta *= scale / m
     return delta

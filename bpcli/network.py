@@ -9,6 +9,11 @@ and parameters exist for l = 2..L:
 A mini-batch of m examples is a matrix with **one example per row**, so the column vectors of the notes
 become rows: z[l] and a[l] have shape (m, n_l), and z^l = w^l a^(l-1) + b^l reads z[l] = a[l-1] @ w[l].T
 + b[l]. Rows keep each example contiguous in memory and let a batch be sliced straight out of the data.
+
+`forward` and `backward` write the equations once. Called plainly they allocate their results, as the
+gradient checks and `explain` want (any dtype, complex included); given a `Workspace` they write every
+z, a, delta, dw and db into arrays allocated once per epoch (`out=` arguments), so the training loop
+allocates no array per batch and keeps reusing the same, cache-warm memory.
 """
 
 from __future__ import annotations
@@ -36,6 +41,57 @@ class Grads:
     dw: dict[int, Array]
     db: dict[int, Array]
     delta: dict[int, Array]
+
+
+class Workspace:
+    """Preallocated outputs for the passes over a batch of exactly m examples, reused batch after batch.
+
+    z[l], a[l], delta[l]: (m, n_l) for l = 2..L;  dw[l]: (n_l, n_{l-1});  db[l]: (n_l,).
+    `rows(k)` gives the same buffers cut to the first k rows, for the short last batch of an epoch.
+    The results of a pass that used a workspace live in it: they are overwritten by the next pass.
+    """
+
+    def __init__(self, net: Network, m: int) -> None:
+        dtype = net.dtype
+        self.m = m
+        self.z = {l: np.empty((m, net.sizes[l - 1]), dtype) for l in net.layers}
+        self.a = {l: np.empty((m, net.sizes[l - 1]), dtype) for l in net.layers}
+        self.delta = {l: np.empty((m, net.sizes[l - 1]), dtype) for l in net.layers}
+        self.dw = {l: np.empty_like(net.w[l]) for l in net.layers}
+        self.db = {l: np.empty_like(net.b[l]) for l in net.layers}
+        self._cut: dict[int, Workspace] = {}
+
+    def rows(self, k: int) -> Workspace:
+        """This workspace cut to its first k <= m rows (views, made once per k)."""
+        if k == self.m:
+            return self
+        if k not in self._cut:
+            # The cut shares dw, db and the rows of z, a, delta; it holds no link back to this
+            # workspace, so no reference cycle keeps the buffers alive after the last use.
+            cut = object.__new__(Workspace)
+            cut.m, cut._cut = k, {}
+            cut.z = {l: z[:k] for l, z in self.z.items()}
+            cut.a = {l: a[:k] for l, a in self.a.items()}
+            cut.delta = {l: d[:k] for l, d in self.delta.items()}
+            cut.dw, cut.db = self.dw, self.db
+            self._cut[k] = cut
+        return self._cut[k]
+
+
+class _Fresh(dict):
+    """Every key maps to None: `out=None`, so NumPy allocates a fresh result of the right dtype."""
+
+    def __missing__(self, key: object) -> None:
+        return None
+
+
+class _NoWorkspace:
+    """What `forward` / `backward` use without a workspace: no buffers, fresh arrays each call."""
+
+    z = a = delta = dw = db = _Fresh()
+
+
+NO_WORKSPACE = _NoWorkspace()
 
 
 def init_weights(scheme: str, n_out: int, n_in: int, rng: np.random.Generator) -> Array:
@@ -152,21 +208,26 @@ class Network:
 
     # -- C(w, b) and its gradient ----------------------------------------------------------------
 
-    def forward(self, x: Array, start: int = 2, cache: Cache | None = None) -> Cache:
+    def forward(
+        self, x: Array, start: int = 2, cache: Cache | None = None, workspace: Workspace | None = None
+    ) -> Cache:
         """The forward pass for a batch x of shape (m, n_1).
 
         For l = 2..L:  z^l = w^l a^(l-1) + b^l  (z[l] = a[l-1] @ w[l].T + b[l], shape (m, n_l))
                        a^l = sigma(z^l)          (shape (m, n_l)),  with a^1 = x.
         With `start` > 2 the pass resumes at layer `start` from `cache`, whose a[start-1] it reuses:
-        a change to w^l cannot affect any layer below l.
+        a change to w^l cannot affect any layer below l. With a `workspace` (for exactly m rows) z and
+        a are written into its buffers.
         """
+        ws = workspace or NO_WORKSPACE
         if cache is None or start == 2:
             cache = Cache(a={1: x})
         for l in range(start, self.L + 1):
-            z = cache.a[l - 1] @ self.w[l].T
+            # w[l].T is a view: BLAS reads w transposed in place, no copy.
+            z = np.matmul(cache.a[l - 1], self.w[l].T, out=ws.z[l])
             z += self.b[l]
             cache.z[l] = z
-            cache.a[l] = self.sigma(l).value(z)
+            cache.a[l] = self.sigma(l).value(z, out=ws.a[l])
         return cache
 
     def cost_value(self, cache: Cache, y: Array) -> float:
@@ -174,7 +235,9 @@ class Network:
         L = self.L
         return float(self.cost.value(cache.z[L], cache.a[L], y, self.output))
 
-    def backward(self, cache: Cache, y: Array) -> Grads:
+    def backward(
+        self, cache: Cache, y: Array, workspace: Workspace | None = None, scale: float = 1.0
+    ) -> Grads:
         """Backpropagation: the gradient of the batch-mean cost C with respect to every w^l and b^l.
 
         delta^L = grad_a C (.) sigma'(z^L)                 (a^L - y for the matched output and cost)
@@ -183,13 +246,20 @@ class Network:
         dC/db^l = delta^l summed over the batch   (shape (n_l,))
         dC/dw^l = delta^l (a^(l-1))^T             (delta[l].T @ a[l-1], shape (n_l, n_{l-1}))
         Layer l uses only delta^(l+1), w^(l+1) and the forward pass's z^l, a^l, a^(l-1).
+        With a `workspace` the deltas and gradients are written into its buffers. With `scale` they
+        are those of scale * C: the factor enters delta^L once and every later term is linear in it.
         """
+        ws = workspace or NO_WORKSPACE
         L = self.L
-        delta = {L: output_delta(self.cost, self.output, cache.z[L], cache.a[L], y)}
+        delta = {L: output_delta(self.cost, self.output, cache.z[L], cache.a[L], y, ws.delta[L], scale)}
         for l in range(L - 1, 1, -1):
-            delta[l] = self.sigma(l).chain(delta[l + 1] @ self.w[l + 1], cache.z[l], cache.a[l])
-        dw = {l: delta[l].T @ cache.a[l - 1] for l in self.layers}
-        db = {l: delta[l].sum(axis=0) for l in self.layers}
+            g = np.matmul(delta[l + 1], self.w[l + 1], out=ws.delta[l])
+            delta[l] = self.sigma(l).chain(g, cache.z[l], cache.a[l])
+        # delta[l].T is a view (BLAS reads it transposed). The bias gradient is a column sum, not a
+        # product with a vector of ones; np.add.reduce is that sum without np.sum's Python-level
+        # dispatch, which costs more than the sum itself for small layers.
+        dw = {l: np.matmul(delta[l].T, cache.a[l - 1], out=ws.dw[l]) for l in self.layers}
+        db = {l: np.add.reduce(delta[l], axis=0, out=ws.db[l]) for l in self.layers}
         return Grads(dw, db, delta)
 
     def gradient(self, x: Array, y: Array) -> tuple[float, Grads]:

@@ -20,6 +20,13 @@ class Optimizer:
 
     L2 regularization adds (lambda / 2n) sum_w w^2 to C, whose gradient (lambda / n) w joins each weight
     gradient; `decay` = lambda / n, and `is_weight[i]` says which params receive it.
+
+    Every update is done in place, on the parameter, its state and its gradient (which `step` may
+    overwrite), with one scratch array per parameter where a rule needs a second intermediate: the
+    plain `p -= eta * g` would allocate a temporary of p's size for `eta * g` at every step, so the
+    training loop would not be allocation-free (the time saved is small, a few percent of the update,
+    since the allocator recycles the block). The operations come in the order of the formulas, so the
+    numbers are exactly those of the plain expressions.
     """
 
     def __init__(self, config: OptimizerConfig, params: list[Array], is_weight: list[bool], decay: float) -> None:
@@ -34,35 +41,57 @@ class Optimizer:
         elif self.name == "adam":
             self.state = {f"m{i}": np.zeros_like(p) for i, p in enumerate(params)}
             self.state.update({f"v{i}": np.zeros_like(p) for i, p in enumerate(params)})
+        needs_scratch = self.name == "adam" or bool(decay)
+        self._scratch = [np.empty_like(p) for p in params] if needs_scratch else []
 
-    def step(self, params: list[Array], grads: list[Array], eta: float) -> None:
-        """One update of every param with learning rate eta. Grads may be overwritten."""
+    def gradient_scale(self, eta: float) -> float:
+        """The multiple of the gradient that `step` works with best: SGD and momentum use the gradient
+        only as eta g, so they take eta g itself (`Network.backward(..., scale=eta)` computes it at
+        the cost of scaling delta^L); Adam needs g."""
+        return eta if self.name != "adam" and eta > 0 else 1.0
+
+    def step(self, params: list[Array], grads: list[Array], eta: float, scaled: float = 1.0) -> None:
+        """One update of every param with learning rate eta. Grads may be overwritten.
+
+        `scaled`: the grads are `scaled` times the gradient (see `gradient_scale`). For scaled = eta
+        the SGD and momentum rules skip `g *= eta`, a pass over memory as large as the parameters.
+        """
         self.t += 1
         c = self.config
+        eta_g = eta / scaled  # the factor that turns the given grads into eta g
         for i, (p, g) in enumerate(zip(params, grads)):
             if self.decay and self.is_weight[i]:
-                g += self.decay * p
+                g += np.multiply(p, self.decay * scaled, out=self._scratch[i])  # g + (lambda / n) w
             if self.name == "sgd":
-                p -= eta * g
+                if eta_g != 1.0:
+                    g *= eta_g
+                p -= g                                                    # p - eta g
             elif self.name == "momentum":
                 v = self.state[f"v{i}"]
                 v *= c.momentum
-                v -= eta * g
+                if eta_g != 1.0:
+                    g *= eta_g
+                v -= g                                                    # v = mu v - eta g
                 p += v
             else:
-                m, v = self.state[f"m{i}"], self.state[f"v{i}"]
+                if scaled != 1.0:
+                    g *= 1.0 / scaled
+                m, v, s = self.state[f"m{i}"], self.state[f"v{i}"], self._scratch[i]
                 m *= c.beta1
-                m += (1 - c.beta1) * g
+                m += np.multiply(g, 1 - c.beta1, out=s)                   # m = beta1 m + (1 - beta1) g
                 v *= c.beta2
                 g *= g
-                v += (1 - c.beta2) * g
+                g *= 1 - c.beta2
+                v += g                                                    # v = beta2 v + (1 - beta2) g^2
                 # Bias-corrected step eta * m_hat / (sqrt(v_hat) + eps), with the corrections folded
-                # into one scalar so the update costs two array passes.
+                # into one scalar so that m_hat and v_hat need no arrays of their own.
                 bias1 = 1 - c.beta1**self.t
                 bias2 = 1 - c.beta2**self.t
-                denom = np.sqrt(v)
+                denom = np.sqrt(v, out=s)
                 denom += c.epsilon * math.sqrt(bias2)
-                p -= (eta * math.sqrt(bias2) / bias1) * m / denom
+                step = np.multiply(m, eta * math.sqrt(bias2) / bias1, out=g)
+                step /= denom
+                p -= step
 
 
 def learning_rate(config: ScheduleConfig, eta: float, step: int, steps_per_epoch: int, epochs: int) -> float:
