@@ -165,10 +165,10 @@ class Trainer:
         # network's z, a, delta, dw, db (Workspace) and the gathered x.
         workspace = Workspace(net, m)
         x_buf = np.empty((m, x.shape[1]), dtype=x.dtype)
-        # BLAS threads stay at OpenBLAS's default, one per core: measured on the 2-core reference
-        # machine (bench/epoch.py), 2 threads beat 1 for batches of 64 (0.39 vs 0.44 s per epoch) and
-        # 128 (2.2 vs 3.9 s for [784, 512, 512, 10]), and batches of 10 make products too small for
-        # OpenBLAS to split at all.
+        # BLAS threads are those in effect (fit applies training.threads). Measured with bench/epoch.py
+        # on an idle 2-core machine, 2 threads beat 1 for batches of 64 (0.39 vs 0.44 s per epoch) and
+        # 128 (2.2 vs 3.9 s for [784, 512, 512, 10]); batches of 10 make products too small for
+        # OpenBLAS to split. Under load from other processes 1 thread is the robust choice.
         started = time.perf_counter()
         eta = self.learning_rate()
         for batch in range(pos.batch, self.steps_per_epoch):
