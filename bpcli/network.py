@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bpcli.activations import HIDDEN, OUTPUT, Activation, Array
+from bpcli.config import ModelConfig
 from bpcli.costs import COSTS, Cost, output_delta
 
 
@@ -151,14 +152,15 @@ class Network:
         return cls(tuple(sizes), w, b, HIDDEN[activation], OUTPUT[output], COSTS[cost])
 
     @classmethod
-    def from_config(cls, model: object, seed: int, dtype: str) -> Network:
-        """The network a `ModelConfig` describes, initialized from `seed`."""
+    def from_config(cls, model: ModelConfig, seed: int | np.random.Generator, dtype: str) -> Network:
+        """The network a `ModelConfig` describes, initialized from `seed` (or from a generator, which
+        then goes on to serve the caller: training shuffles with the same one)."""
         return cls.create(
-            model.layers,  # type: ignore[attr-defined]
-            activation=model.activation,  # type: ignore[attr-defined]
-            output=model.output,  # type: ignore[attr-defined]
-            cost=model.cost,  # type: ignore[attr-defined]
-            init=model.init,  # type: ignore[attr-defined]
+            model.layers,
+            activation=model.activation,
+            output=model.output,
+            cost=model.cost,
+            init=model.init,
             rng=np.random.default_rng(seed),
             dtype=np.dtype(dtype),
         )
