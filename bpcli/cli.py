@@ -95,7 +95,7 @@ def train_command(
         console.print(cfg.to_yaml(), end="", highlight=False, soft_wrap=True)
         return
     code = runner.train(cfg, out=out, resume=resume, force=force, quiet=quiet or as_json, as_json=as_json,
-                        console=console, err_console=err_console, started=started,
+                        console=console, started=started,
                         config_path=config_path)
     if code:
         raise typer.Exit(code)

@@ -238,7 +238,7 @@ def build_notation(s: Spec) -> list[Symbol]:
                "applied to every row of z[l]"),
         Symbol("C", "R^(n_w + n_b) -> R", f"{space(s.n_w + s.n_b)} -> R",
                "the cost of one fixed example (x, y), as a function of every weight and bias",
-               f"the mean over a batch, C = (1/m) sum_x C_x; with m = 1 it is C_x"),
+               "the mean over a batch, C = (1/m) sum_x C_x; with m = 1 it is C_x"),
         Symbol("delta^l", "R^(n_l), l = 2..L", s.each(ls, lambda l: f"delta^{l} in {space(s.n(l))}"),
                "the error of layer l: delta^l_j = dC/dz^l_j, how C changes with neuron j's weighted input",
                f"delta[l], (m, n_l): {rows('delta', ls)}"),
@@ -359,7 +359,7 @@ def output_delta_rule(s: Spec) -> tuple[str, str]:
         return ("delta^L = J^T (a^L - y), J = diag(a^L) - a^L (a^L)^T",
                 "softmax is not elementwise: its Jacobian J pulls dC_x/da^L = a^L - y back to z^L")
     return (f"delta^L = (a^L - y) (.) {s.output}'(z^L)",
-            f"the general rule grad_a C_x (.) sigma'(z^L), with grad_a C_x = a^L - y for the quadratic cost")
+            "the general rule grad_a C_x (.) sigma'(z^L), with grad_a C_x = a^L - y for the quadratic cost")
 
 
 def build_blocks(s: Spec) -> list[Block]:

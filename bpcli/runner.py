@@ -69,7 +69,6 @@ def train(
     quiet: bool,
     as_json: bool,
     console: Console,
-    err_console: Console,
     started: float,
     config_path: Path | None = None,
 ) -> int:

@@ -24,13 +24,13 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def epoch_table(title: str) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
-    for name in ("epoch", "train loss", "train acc", "val loss", "val acc", "eta", "seconds"):
+    for name in ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds"):
         table.add_column(name, justify="right")
     return table
 
 
 def add_epoch_row(table: Table, row: EpochMetrics, epochs: int, best: bool) -> None:
-    val_acc = _fmt(row.val_accuracy and 100 * row.val_accuracy, ".2f") + ("%" if row.val_accuracy is not None else "")
+    val_acc = "-" if row.val_accuracy is None else f"{100 * row.val_accuracy:.2f}%"
     table.add_row(
         f"{row.epoch}/{epochs}",
         f"{row.train_loss:.4f}",
