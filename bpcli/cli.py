@@ -71,32 +71,49 @@ def root(
 SetOption = typer.Option(
     None, "--set", metavar="KEY=VALUE", help="Override a config field, e.g. --set training.epochs=3 (repeatable)."
 )
-ConfigArgument = typer.Argument(..., exists=False, dir_okay=False, metavar="CONFIG", help="A YAML config file.")
+# No exists/dir_okay/readable checks by Typer: the config loader judges the path and says what is
+# wrong in bpcli's one-line `error:` form, where Typer would draw its multi-line usage box.
+ConfigArgument = typer.Argument(..., readable=False, metavar="CONFIG", help="A YAML config file.")
 
-@command("train")
+@command("train", short_help="Train a network from a config; report test accuracy.")
 def train_command(
-    config_path: Path = ConfigArgument,
-    overrides: Optional[list[str]] = SetOption,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<config name>-<timestamp>)."),
-    resume: Optional[Path] = typer.Option(
-        None, "--resume", help="Continue a run: its directory or a checkpoint file in it."
+    config_path: Optional[Path] = typer.Argument(
+        None, metavar="[CONFIG]", show_default=False,
+        help="A YAML config file (not needed with --resume: the run directory holds its config).",
     ),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing run directory."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the fully resolved config and exit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables; only the final summary line."),
-    as_json: bool = typer.Option(False, "--json", help="Print only the final summary, as one JSON object."),
+    overrides: Optional[list[str]] = SetOption,
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", metavar="DIR", help="Run directory (default runs/<config name>-<timestamp>)."
+    ),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", metavar="RUN", help="Continue a run from its directory (or a checkpoint in it)."
+    ),
+    force: bool = typer.Option(False, "--force", metavar="", help="Overwrite an existing run directory."),
+    print_config: bool = typer.Option(False, "--print-config", metavar="", help="Print the resolved config and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Only the final summary line."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Only the final summary, as one JSON object."),
+    log_format: str = typer.Option(
+        "auto", "--log-format", metavar="auto|plain|jsonl",
+        help="auto: a live view on a terminal, one line per epoch otherwise; jsonl: one JSON object per epoch.",
+    ),
 ) -> None:
-    """Train the network a config describes, on its dataset, and report test accuracy."""
+    """Train the network a config describes, on its dataset, and report test accuracy.
+
+    Ctrl-C stops between two batches, saves the position and prints the command that resumes it.
+    """
     from bpcli import runner
+    from bpcli.errors import UsageError
 
     started = time.perf_counter()
-    cfg = config.load(config_path, overrides or [])
+    if log_format not in ("auto", "plain", "jsonl"):
+        raise UsageError(f"--log-format {log_format!r}: expected auto, plain or jsonl")
+    cfg, plan = runner.resolve(config_path, overrides or [], resume)
     if print_config:
-        console.print(cfg.to_yaml(), end="", highlight=False, soft_wrap=True)
+        console.print(cfg.to_yaml(), end="", highlight=False, soft_wrap=True, markup=False)
         return
-    code = runner.train(cfg, out=out, resume=resume, force=force, quiet=quiet or as_json, as_json=as_json,
-                        console=console, started=started,
-                        config_path=config_path)
+    mode = runner.pick_mode(console, quiet, as_json, log_format)
+    code = runner.train(cfg, plan, out=out, force=force, mode=mode, console=console, err_console=err_console,
+                        started=started)
     if code:
         raise typer.Exit(code)
 
@@ -163,7 +180,7 @@ def data_verify_command(
 @command("explain")
 def explain_command(
     config_path: Optional[Path] = typer.Argument(
-        None, dir_okay=False, metavar="CONFIG", help="A YAML config file (default: configs/mnist.yaml)."
+        None, readable=False, metavar="CONFIG", help="A YAML config file (default: configs/mnist.yaml)."
     ),
     overrides: Optional[list[str]] = SetOption,
     checkpoint: Optional[Path] = typer.Option(
@@ -221,7 +238,7 @@ def explain_command(
 @command("gradcheck")
 def gradcheck_command(
     config_path: Optional[Path] = typer.Argument(
-        None, dir_okay=False, metavar="CONFIG", help="A YAML config file (optional with --checkpoint)."
+        None, readable=False, metavar="CONFIG", help="A YAML config file (optional with --checkpoint)."
     ),
     overrides: Optional[list[str]] = SetOption,
     checkpoint_path: Optional[Path] = typer.Option(

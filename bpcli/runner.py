@@ -6,25 +6,34 @@ the run directory, turn SIGINT/SIGTERM into a checkpoint, and pick the view (liv
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import numpy as np
 from rich.console import Console
 
 from bpcli import checkpoint as ckpt_io
+from bpcli import config as config_module
 from bpcli.config import Config
 from bpcli.data import Dataset, load_mnist
 from bpcli.errors import DivergenceError, UsageError
 from bpcli.render import train as view
-from bpcli.train import Interrupted, RunFiles, Trainer, evaluate as evaluate_split, fit
+from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan
+from bpcli.train import Interrupted, RunFiles, Summary, Trainer, evaluate as evaluate_split, fit
 
 
 class StopFlag:
-    """Records the first SIGINT or SIGTERM instead of dying, so the loop can stop between batches."""
+    """Records the first SIGINT or SIGTERM instead of dying, so the loop can stop between batches.
+
+    A second SIGINT means "stop now" (KeyboardInterrupt, handled by the runner with a message); a
+    second SIGTERM is ignored, since the run is already stopping and a service manager's repeated
+    TERM should not tear the checkpoint it is waiting for.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -33,9 +42,15 @@ class StopFlag:
     def __call__(self) -> bool:
         return self.signum is not None
 
+    @property
+    def name(self) -> str:
+        return "SIGTERM" if self.signum == signal.SIGTERM else "SIGINT"
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means: stop now
+        if self.signum is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         self.signum = signum
 
     def __enter__(self) -> StopFlag:
@@ -61,75 +76,165 @@ def load_data(cfg: Config) -> Dataset:
     )
 
 
+def resolve(config_path: Path | None, overrides: list[str], resume: Path | None) -> tuple[Config, ResumePlan | None]:
+    """The config `train` runs with: CONFIG with its overrides, or for `--resume` the run's own."""
+    if resume is not None:
+        p = resume_plan(resume, config_path, overrides)
+        return p.config, p
+    if config_path is None:
+        raise UsageError("train needs a CONFIG file, e.g. `bpcli train configs/tiny.yaml`, or --resume RUN_DIR "
+                         "to continue a run")
+    return config_module.load(config_path, overrides), None
+
+
+Mode = Literal["live", "plain", "jsonl", "quiet", "json"]
+
+
+def pick_mode(console: Console, quiet: bool, as_json: bool, log_format: str) -> Mode:
+    """--json and --quiet win; otherwise the live view on a terminal and plain lines anywhere else."""
+    if as_json:
+        return "json"
+    if quiet:
+        return "quiet"
+    if log_format == "jsonl":
+        return "jsonl"
+    if log_format == "plain":
+        return "plain"
+    return "live" if console.is_terminal and not console.is_dumb_terminal else "plain"
+
+
+def _view(mode: Mode, console: Console) -> view.TrainView:
+    if mode == "live":
+        return view.LiveView(console)
+    if mode == "plain":
+        return view.PlainView(console)
+    if mode == "jsonl":
+        return view.JsonLinesView(_print_line)
+    return view.QuietView()
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
 def train(
     cfg: Config,
+    plan: ResumePlan | None,
     out: Path | None,
-    resume: Path | None,
     force: bool,
-    quiet: bool,
-    as_json: bool,
+    mode: Mode,
     console: Console,
+    err_console: Console,
     started: float,
-    config_path: Path | None = None,
 ) -> int:
-    """Train as `cfg` says; returns the exit code (0, or 130/143 after an interrupt)."""
-    resumed = None
-    if resume is not None:
-        resumed = ckpt_io.load(resume)
-        if resumed.config.model != cfg.model or resumed.config.data != cfg.data:
-            raise UsageError(
-                f"--resume {resume}: the checkpoint's model or data section differs from this config; "
-                "resume with the config the run was started with"
-            )
-    data = load_data(cfg)
-    trainer = Trainer(cfg, data)
-    if resumed is not None:
-        trainer.restore(resumed)
-        files = RunFiles(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
-    else:
-        files = RunFiles.create(out if out is not None else RunFiles.default_root(cfg.name), force)
-    ckpt_io.write_atomic(files.config, cfg.to_yaml().encode())
+    """Train as `cfg` says (continuing `plan` if given); returns the exit code: 0, or 130/143 after an
+    interrupt. Messages go to stderr when stdout carries JSON."""
+    say = err_console if mode in ("json", "jsonl") else console
+    if plan is not None and out is not None:
+        raise UsageError(f"--out cannot be used with --resume: the run continues in {plan.root}")
+    if plan is not None and force:
+        raise UsageError("--force cannot be used with --resume: resuming never overwrites a run")
+    if plan is not None and plan.finished:
+        say.print(f"{plan.root} has already finished its {cfg.training.epochs} epochs; to train it longer: "
+                  f"{resume_command(plan.root)} --set training.epochs=N", soft_wrap=True, highlight=False,
+                  markup=False)
+        return 0
+    for note in plan.notes if plan is not None else []:
+        say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
 
-    epochs = cfg.training.epochs
-    try:
-        # Overflow on the way to divergence is detected and reported by the loop; NumPy's warnings
-        # would only add noise above that message.
-        with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):
-            if quiet:
-                summary = fit(trainer, files, should_stop=stop, started=started)
+    files: RunFiles | None = None
+    trainer: Trainer | None = None
+    with StopFlag() as stop:
+        try:
+            data = load_data(cfg)
+            if plan is None:
+                # Saved with an absolute data path, so the run can be resumed or evaluated from anywhere.
+                cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
+            trainer = Trainer(cfg, data)
+            if plan is not None:
+                trainer.restore(plan.checkpoint)
+                files = RunFiles(plan.root)
             else:
-                title = f"{cfg.name}: {list(cfg.model.layers)} {cfg.model.activation}/{cfg.model.output}, " \
-                        f"{cfg.training.optimizer.name}, {len(data.train):,} training examples"
-                with view.TrainView(console, title, epochs, len(data.train)) as live:
-                    summary = fit(trainer, files, live.epoch_start, live.batch, live.epoch_end, stop, started)
-    except Interrupted:
-        pos = trainer.position
-        name = "SIGINT" if stop.signum == signal.SIGINT else "SIGTERM"
-        where = f"epoch {pos.epoch + 1}, batch {pos.batch}/{trainer.steps_per_epoch}"
-        cmd = f"bpcli train {config_path or 'CONFIG'} --resume {files.root}"
-        console.print(f"[yellow]{name}: stopped at {where}; checkpoint saved to {files.last}[/]", soft_wrap=True)
-        console.print(f"resume with: [bold]{cmd}[/]", soft_wrap=True, highlight=False)
-        return 128 + (stop.signum or signal.SIGINT)
-    except DivergenceError as e:
-        kept = f"; the last good checkpoint is {files.last}" if files.last.is_file() else ""
-        raise DivergenceError(f"{e}{kept}") from None
-
-    if as_json:
-        result = summary.to_json()
-        result.pop("confusion")
-        print(json.dumps(result))
-    elif quiet:
-        console.print(f"test accuracy {100 * summary.test_accuracy:.2f}% after {summary.epochs} epochs, "
-                      f"{summary.seconds:.1f} s; outputs in {summary.run_dir}", highlight=False, soft_wrap=True)
-    else:
-        view.summary(console, summary)
+                files = RunFiles.create(out if out is not None else RunFiles.default_root(cfg.name), force)
+            ckpt_io.write_atomic(files.config, cfg.to_yaml().encode())
+            summary = _fit(cfg, trainer, files, data, _view(mode, console), stop, started)
+        except Interrupted:
+            assert files is not None and trainer is not None
+            _report_interrupt(say, stop, trainer, files, mode)
+            return 128 + (stop.signum or signal.SIGINT)
+        except KeyboardInterrupt:
+            # A second Ctrl-C while stopping, or Ctrl-C before training began: stop without saving more.
+            _report_abort(say, files)
+            return 130
+        except DivergenceError as e:
+            kept = f"; the last good checkpoint is {files.last}" if files is not None and files.last.is_file() else ""
+            raise DivergenceError(f"{e}{kept}") from None
+        try:
+            _report(summary, mode, console)
+            if stop.signum is not None:
+                say.print(f"note: {stop.name} arrived after the run was complete; its outputs are complete",
+                          soft_wrap=True, highlight=False, markup=False)
+        except KeyboardInterrupt:
+            pass  # the outputs are complete; only the report was cut short
     return 0
 
 
+def _fit(cfg: Config, trainer: Trainer, files: RunFiles, data: Dataset, live: view.TrainView, stop: StopFlag,
+         started: float) -> Summary:
+    t, m = cfg.training, cfg.model
+    title = (f"{cfg.name}: {list(m.layers)} {m.activation}/{m.output}, {t.optimizer.name}, "
+             f"{len(data.train):,} training examples")
+    live.start(title, t.epochs, len(data.train), str(files.root))
+    # Overflow on the way to divergence is detected and reported by the loop; NumPy's warnings would
+    # only add noise above that message.
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fit(trainer, files, live.epoch_start, live.batch, live.epoch_end, stop, started)
+    finally:
+        live.stop()
+
+
+def _report_interrupt(say: Console, stop: StopFlag, trainer: Trainer, files: RunFiles, mode: Mode) -> None:
+    pos = trainer.position
+    where = f"epoch {pos.epoch + 1}, batch {pos.batch}/{trainer.steps_per_epoch}"
+    cmd = resume_command(files.root)
+    if mode == "json":
+        print(json.dumps({"status": "interrupted", "signal": stop.name, "epoch": pos.epoch + 1, "batch": pos.batch,
+                          "run_dir": str(files.root), "resume_command": cmd}), flush=True)
+    say.print(f"{stop.name}: stopped at {where}; checkpoint saved to {files.last}", soft_wrap=True,
+              highlight=False, markup=False, style="yellow")
+    say.print(f"resume with: {cmd}", soft_wrap=True, highlight=False, markup=False)
+
+
+def _report_abort(say: Console, files: RunFiles | None) -> None:
+    if files is not None and files.last.is_file():
+        say.print(f"stopped at once, without saving the current position; {files.last} holds the last saved "
+                  f"one; resume with: {resume_command(files.root)}", soft_wrap=True, highlight=False, markup=False)
+    else:
+        say.print("stopped before anything was saved", soft_wrap=True, highlight=False, markup=False)
+
+
+def _report(summary: Summary, mode: Mode, console: Console) -> None:
+    if mode == "json":
+        result = summary.to_json()
+        result.pop("confusion")
+        print(json.dumps({"status": "finished", **result}), flush=True)
+    elif mode == "jsonl":
+        print(json.dumps({"event": "summary", **summary.to_json()}), flush=True)
+    elif mode == "quiet":
+        console.print(f"test accuracy {100 * summary.test_accuracy:.2f}% after {summary.epochs} epochs, "
+                      f"{summary.seconds:.1f} s; outputs in {summary.run_dir}", highlight=False, soft_wrap=True,
+                      markup=False)
+    else:
+        view.summary(console, summary)
+
+
 def evaluate(checkpoint_path: Path, data_path: Path | None, as_json: bool, console: Console) -> None:
-    """Test accuracy and confusion matrix of the network in a checkpoint."""
+    """Test accuracy and confusion matrix of the network in a checkpoint (a run directory means its
+    last.npz, the network at the end of its latest epoch)."""
     started = time.perf_counter()
-    ckpt = ckpt_io.load(checkpoint_path)
+    source = Path(checkpoint_path) / "last.npz" if Path(checkpoint_path).is_dir() else Path(checkpoint_path)
+    ckpt = ckpt_io.load(source)
     cfg = ckpt.config
     data = load_mnist(data_path or cfg.data.path, validation_size=0, dtype=cfg.training.dtype)
     if data.input_size != cfg.model.layers[0] or data.classes != cfg.model.layers[-1]:
@@ -140,8 +245,8 @@ def evaluate(checkpoint_path: Path, data_path: Path | None, as_json: bool, conso
     result = evaluate_split(ckpt.network, data.test)
     if as_json:
         print(json.dumps({"test_accuracy": result.accuracy, "test_loss": result.loss, "epoch": ckpt.epoch,
-                          "confusion": result.confusion.tolist(), "seconds": time.perf_counter() - started}))
+                          "checkpoint": str(source), "confusion": result.confusion.tolist(),
+                          "seconds": time.perf_counter() - started}))
         return
-    console.print(view.confusion_table(result.confusion))
-    console.print(f"[bold]test accuracy [green]{100 * result.accuracy:.2f}%[/green][/bold] (loss {result.loss:.4f}) "
-                  f"on {len(data.test):,} examples; network {list(cfg.model.layers)} after {ckpt.epoch} epochs")
+    view.evaluation(console, result.confusion, result.accuracy, result.loss, len(data.test),
+                    list(cfg.model.layers), ckpt.epoch, str(source))

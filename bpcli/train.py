@@ -173,6 +173,10 @@ class Trainer:
         eta = self.learning_rate()
         for batch in range(pos.batch, self.steps_per_epoch):
             if should_stop is not None and should_stop():
+                if batch == 0:
+                    # Stopped before the first batch: rewind the generator to before this epoch's
+                    # shuffle, so the checkpoint (batch 0) draws the same permutation on resume.
+                    self.rng.bit_generator.state = pos.epoch_rng_state
                 raise Interrupted
             rows = slice(batch * m, (batch + 1) * m)
             idx, yb = order[rows], y[rows]
@@ -328,8 +332,9 @@ class Summary:
     epochs: int
     best_epoch: int | None
     best_val_accuracy: float | None
-    train_seconds: float
-    seconds: float
+    train_seconds: float  # training compute in this session
+    run_train_seconds: float  # training compute over all the run's epochs, earlier sessions included
+    seconds: float  # wall time of this session
     run_dir: str
     confusion: Array
 
@@ -385,6 +390,7 @@ def _fit(
     started = time.perf_counter() if started is None else started
     epochs = trainer.cfg.training.epochs
     rows = files.read_metrics()[: trainer.position.epoch]
+    earlier = len(rows)
     while trainer.position.epoch < epochs:
         if on_epoch_start is not None:
             on_epoch_start(trainer.position.epoch + 1)
@@ -414,7 +420,8 @@ def _fit(
         epochs=trainer.position.epoch,
         best_epoch=best.epoch if best else None,
         best_val_accuracy=best.val_accuracy if best else None,
-        train_seconds=sum(r.seconds for r in rows),
+        train_seconds=sum(r.seconds for r in rows[earlier:]),
+        run_train_seconds=sum(r.seconds for r in rows),
         seconds=time.perf_counter() - started,
         run_dir=str(files.root),
         confusion=test.confusion,

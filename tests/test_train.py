@@ -52,12 +52,16 @@ def test_train_writes_the_run_directory_and_evaluate_reads_it(mnist_dir: Path, t
     assert "test accuracy" in shown.output and "confusion matrix" in shown.output
 
 
-def test_train_shows_epoch_table_and_confusion_matrix(mnist_dir: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["train", TINY, *small(mnist_dir), "--out", str(tmp_path / "r")],
+def test_train_not_on_a_terminal_logs_one_line_per_epoch(mnist_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", TINY, *small(mnist_dir, "training.epochs=2"), "--out", str(tmp_path / "r")],
                                 env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
-    for text in ("train loss", "val acc", "confusion matrix", "test accuracy", str(tmp_path / "r")):
+    lines = result.output.splitlines()
+    assert lines[0].startswith("tiny: [784, 16, 10]") and str(tmp_path / "r") in lines[0]
+    assert [line.split("  ")[0] for line in lines[1:3]] == ["epoch 1/2", "epoch 2/2"]
+    for text in ("train loss", "val loss", "confusion matrix", "test accuracy", str(tmp_path / "r")):
         assert text in result.output
+    assert "\x1b" not in result.output
 
 
 def test_existing_run_directory_is_not_overwritten(mnist_dir: Path, tmp_path: Path) -> None:
@@ -155,7 +159,7 @@ def test_resume_refuses_a_different_model(mnist_dir: Path, tmp_path: Path) -> No
     out = tmp_path / "run"
     assert CliRunner().invoke(app, ["train", TINY, *small(mnist_dir), "--out", str(out), "-q"]).exit_code == 0
     result = CliRunner().invoke(app, ["train", TINY, *small(mnist_dir, "model.layers=[784, 8, 10]"), "--resume", str(out)])
-    assert result.exit_code == 2 and "differs from this config" in result.output
+    assert result.exit_code == 2 and "would be a different run (model.layers: [784, 16, 10] in the run, [784, 8, 10] here" in result.output
 
 
 def test_damaged_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
