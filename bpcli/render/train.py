@@ -279,11 +279,11 @@ class QuietView(JsonLinesView):
 
 def confusion_table(confusion: np.ndarray, width: int = 80) -> Table:
     """Rows are true labels, columns predictions; the diagonal (correct) in green. Below 80 columns the
-    borders go, so that ten 4-digit columns and the recall fit in 60."""
+    borders and column rules go, so that ten 4-digit columns and the recall fit in 60."""
     classes = len(confusion)
     narrow = width < 80
     table = Table(title="confusion matrix (rows: true label, columns: predicted)", title_justify="left",
-                  header_style="bold", pad_edge=not narrow, box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
+                  header_style="bold underline" if narrow else "bold", pad_edge=not narrow, box=None if narrow else box.HEAVY_HEAD,
                   padding=(0, 0, 0, 1) if narrow else (0, 1), show_edge=not narrow)
     table.add_column("", justify="right", style="bold", no_wrap=True)
     for c in range(classes):
