@@ -1,26 +1,36 @@
 """Checkpoints: a network, its optimizer state, the training position and the config, in one .npz.
 
 Everything is stored as plain arrays (the config as YAML text, the RNG state as JSON text) so that
-loading works with `allow_pickle=False`. Files are written atomically.
+loading works with `allow_pickle=False`. Files are written atomically, and only with finite parameters.
+
+A checkpoint read from disk is untrusted input: every field is checked for type, shape, range and
+finiteness before it is used, and every array's declared shape and dtype are read from its .npy header
+and checked (against the stored config, and against the memory available) before its data is read, so
+a crafted file is refused in one line naming the field instead of failing deep inside NumPy or
+training, or asking for 37 GiB.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
-import tempfile
+import typing
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
-import yaml
 
 from bpcli import config as config_module
+from bpcli import resources, safe_yaml
+from bpcli.activations import HIDDEN, OUTPUT
 from bpcli.config import CONFIG_VERSION, Config
-from bpcli.errors import BpcliError, CheckpointError
+from bpcli.costs import COSTS
+from bpcli.errors import BpcliError, CheckpointError, DivergenceError, clip, shorten
+from bpcli.files import write_atomic  # noqa: F401 - re-exported: checkpoints were the first atomic writes
 from bpcli.network import Network
 
 Array = np.ndarray
@@ -44,23 +54,9 @@ class Checkpoint:
     best_accuracy: float = -1.0
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves the old file or the new one, never a torn one:
-    temporary file in the same directory, flush, fsync, rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(path: str | Path, ckpt: Checkpoint) -> None:
+    """Write `ckpt` to `path` atomically. Non-finite parameters or optimizer state are refused, so the
+    file at `path` (the last good checkpoint) is never replaced by one that could not be used."""
     net = ckpt.network
     arrays: dict[str, Array] = {
         "format": np.array(FORMAT),
@@ -76,61 +72,252 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         arrays[f"b{l}"] = net.b[l]
     for key, value in ckpt.optimizer_state.items():
         arrays[f"opt_{key}"] = value
+    for key, value in arrays.items():
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise DivergenceError(f"{path}: not saved: {key} has {_count_nonfinite(value)} non-finite values "
+                                  "(NaN or inf); training diverged: lower training.learning_rate")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_atomic(Path(path), buffer.getvalue())
 
 
+def _count_nonfinite(a: Array) -> str:
+    return f"{int(a.size - np.count_nonzero(np.isfinite(a))):,}"
+
+
+# -- loading ------------------------------------------------------------------------------------------
+
+MAX_MEMBERS = 10_000  # a checkpoint of L layers has 2(L-1) arrays, 4(L-1) more for Adam, and 7 fields
+MAX_INT = 2**53  # counters (epochs, steps, examples) beyond this are not real; JSON ints are unbounded
+# The fields of train.Position, the training position stored in rng_state["position"] (keep in step).
+POSITION_INTS = ("epoch", "batch", "step", "correct", "seen")
+POSITION_FIELDS = frozenset(POSITION_INTS + ("loss_sum", "epoch_rng_state"))
+
+
+@dataclass
+class _Member:
+    """One array in the archive, as its .npy header declares it (nothing of its data read yet)."""
+
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+class _Archive:
+    """The arrays of one checkpoint: headers checked up front, data read one field at a time."""
+
+    def __init__(self, path: Path, zf: zipfile.ZipFile) -> None:
+        self.path, self.zf = path, zf
+        infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
+        if len(infos) > MAX_MEMBERS:
+            self.fail(f"{len(infos):,} arrays; a checkpoint has a few dozen")
+        self.members = {i.filename[:-4]: self._header(i) for i in infos}
+
+    def fail(self, message: str) -> typing.NoReturn:
+        raise CheckpointError(f"{self.path}: {message}; it was not written by bpcli or is damaged")
+
+    def _header(self, info: zipfile.ZipInfo) -> _Member:
+        name = info.filename[:-4]
+        try:
+            with self.zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    self.fail(f"{shorten(name)} is stored in .npy format {version}, which bpcli does not write")
+                offset = f.tell()
+        except CheckpointError:
+            raise
+        except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, KeyError) as e:
+            self.fail(f"{shorten(name)} is not a readable array ({clip(str(e), 80)})")
+        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+            self.fail(f"{shorten(name)} has dtype {clip(str(dtype), 40)}; bpcli stores plain numbers and text")
+        member = _Member(info, tuple(int(n) for n in shape), dtype)
+        if member.nbytes + offset > info.file_size:
+            self.fail(f"{shorten(name)} declares shape {shorten(member.shape)} ({resources.human(member.nbytes)}) "
+                      f"but holds {resources.human(info.file_size)}")
+        return member
+
+    def need(self, key: str) -> _Member:
+        if key not in self.members:
+            self.fail(f"checkpoint is missing '{key}'")
+        return self.members[key]
+
+    def read(self, key: str) -> Array:
+        member = self.need(key)
+        try:
+            with self.zf.open(member.info) as f:
+                return np.lib.format.read_array(typing.cast(IO[bytes], f), allow_pickle=False)
+        except (ValueError, OSError, EOFError, RuntimeError, zipfile.BadZipFile) as e:
+            self.fail(f"{key} cannot be read ({clip(str(e), 80)})")
+
+    def scalar(self, key: str, kinds: str, what: str) -> Any:
+        """A 0-d field of one of the dtype `kinds` ('U' text, 'i'/'u' integers, 'f' floats)."""
+        member = self.need(key)
+        if member.shape != () or member.dtype.kind not in kinds:
+            self.fail(f"{key} must be {what}, found {member.dtype.kind}-type data of shape {shorten(member.shape)}")
+        if member.dtype.kind == "U" and member.dtype.itemsize > 4 * safe_yaml.MAX_BYTES:
+            self.fail(f"{key} is text of {member.dtype.itemsize // 4:,} characters, more than bpcli writes")
+        return self.read(key).item()
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        value = int(self.scalar(key, "iu", "an integer"))
+        if not low <= value <= high:
+            self.fail(f"{key} is {shorten(value)}, outside {low}..{high:,}")
+        return value
+
+
 def load(path: str | Path) -> Checkpoint:
-    """Read and check a checkpoint written by `save`."""
+    """Read and check a checkpoint written by `save`; a run directory means its last.npz."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.npz"
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        raise CheckpointError(f"{path}: not a checkpoint (.npz); give a run directory or its last.npz or best.npz")
+    try:
+        zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise CheckpointError(f"{path}: not a readable bpcli checkpoint ({e})") from None
+        raise CheckpointError(f"{path}: not a readable bpcli checkpoint ({clip(str(e), 80)})") from None
+    with zf:
+        return _load(_Archive(path, zf))
 
-    def need(key: str) -> Array:
-        if key not in arrays:
-            raise CheckpointError(f"{path}: checkpoint is missing '{key}'; it was not written by bpcli or is damaged")
-        return arrays[key]
 
-    if str(need("format")) != FORMAT:
+def _load(ar: _Archive) -> Checkpoint:
+    path = ar.path
+    if ar.scalar("format", "U", "text") != FORMAT:
         raise CheckpointError(f"{path}: not a bpcli checkpoint")
-    version = int(need("version"))
+    version = int(ar.scalar("version", "iu", "an integer"))
     if version != CONFIG_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version}, this bpcli reads version {CONFIG_VERSION}")
-    try:
-        cfg = config_module.from_dict(yaml.safe_load(str(need("config"))), source=f"{path} (stored config)")
-    except (yaml.YAMLError, BpcliError) as e:
-        raise CheckpointError(f"{path}: stored config is not valid: {e}") from None
+        raise CheckpointError(f"{path}: checkpoint format version {shorten(version)}, this bpcli reads version "
+                              f"{CONFIG_VERSION}")
+    cfg = _stored_config(ar)
     sizes = cfg.model.layers
-    template = Network.create(sizes, cfg.model.activation, cfg.model.output, cfg.model.cost, "normal",
-                              np.random.default_rng(0), dtype=np.dtype(cfg.training.dtype))
-    for l in template.layers:
-        for name, shape in ((f"w{l}", template.w[l].shape), (f"b{l}", template.b[l].shape)):
-            if need(name).shape != shape:
-                raise CheckpointError(
-                    f"{path}: {name} has shape {need(name).shape}, but the stored config's layers {list(sizes)} need {shape}"
-                )
-            if not np.issubdtype(need(name).dtype, np.floating):
-                raise CheckpointError(f"{path}: {name} has dtype {need(name).dtype}, expected a float type")
-        template.w[l] = need(f"w{l}").copy()
-        template.b[l] = need(f"b{l}").copy()
-    try:
-        rng_state = json.loads(str(need("rng_state")))
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: rng_state is not valid JSON") from None
+    n_params = 2 * (len(sizes) - 1)
+    shapes = [s for l in range(2, len(sizes) + 1) for s in ((sizes[l - 1], sizes[l - 2]), (sizes[l - 1],))]
+    names = [f"{k}{l}" for l in range(2, len(sizes) + 1) for k in "wb"]
+    state_keys = _optimizer_keys(cfg.training.optimizer.name, n_params)
+    stored_state = sorted(k for k in ar.members if k.startswith("opt_"))
+    for key in stored_state:
+        if key[4:] not in state_keys:
+            ar.fail(f"{shorten(key)} is not part of the state of a {cfg.training.optimizer.name} optimizer "
+                    f"with {n_params} parameter arrays")
+    expected = dict(zip(names, shapes)) | {k: shapes[int(k[5:])] for k in stored_state}
+    for key, shape in expected.items():
+        member = ar.need(key)
+        if member.shape != tuple(shape):
+            ar.fail(f"{key} has shape {shorten(member.shape)}, but the stored config's layers {shorten(list(sizes))} "
+                    f"need {tuple(shape)}")
+        if member.dtype.kind != "f" or member.dtype.itemsize not in (4, 8):
+            ar.fail(f"{key} has dtype {clip(str(member.dtype), 40)}, expected float32 or float64")
+    dtypes = {str(ar.need(k).dtype.newbyteorder("=")) for k in names}
+    if len(dtypes) > 1:
+        ar.fail(f"the parameters mix dtypes ({', '.join(sorted(dtypes))}); bpcli stores one")
+    # Before reading any data: the arrays as declared must fit in memory (twice: read, then checked).
+    need = sum(ar.need(k).nbytes for k in expected)
+    resources.require(f"the network in {path} {shorten(list(sizes))}", resources.Estimate({"arrays": 2 * need}),
+                      "load it on a machine with more memory")
+    arrays = {}
+    for key in expected:
+        a = ar.read(key)
+        if not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: {key} has {_count_nonfinite(a)} non-finite values (NaN or inf): not a "
+                                  "good checkpoint; use an earlier one (e.g. best.npz) or train again")
+        arrays[key] = a.astype(a.dtype.newbyteorder("="), copy=False)
+    m = cfg.model
+    net = Network(sizes, {l: arrays[f"w{l}"] for l in range(2, len(sizes) + 1)},
+                  {l: arrays[f"b{l}"] for l in range(2, len(sizes) + 1)}, HIDDEN[m.activation], OUTPUT[m.output],
+                  COSTS[m.cost])
+    # Not bounded by training.epochs: a resumed run may be shortened down to the epochs already done.
+    epoch = ar.integer("epoch", 0, MAX_INT)
+    step = ar.integer("step", 0, MAX_INT)
+    best = float(ar.scalar("best_accuracy", "iuf", "a number"))
+    # The best score is a validation accuracy, or the epoch number when there is no validation set.
+    if not (math.isfinite(best) and -1 <= best <= max(1, epoch)):
+        ar.fail(f"best_accuracy is {shorten(best)}, outside -1..{max(1, epoch)}")
+    rng_state = _rng_state(ar, epoch, step, cfg.training.batch_size)
     return Checkpoint(
         config=cfg,
-        network=template,
-        optimizer_state={k[4:]: v.copy() for k, v in arrays.items() if k.startswith("opt_")},
-        epoch=int(need("epoch")),
-        step=int(need("step")),
+        network=net,
+        optimizer_state={k[4:]: arrays[k] for k in stored_state},
+        epoch=epoch,
+        step=step,
         rng_state=rng_state,
-        best_accuracy=float(need("best_accuracy")),
+        best_accuracy=best,
     )
+
+
+def _stored_config(ar: _Archive) -> Config:
+    text = ar.scalar("config", "U", "text")
+    try:
+        document = safe_yaml.parse(text, f"{ar.path} (stored config)")
+        return config_module.from_dict(document.data, source=f"{ar.path} (stored config)")
+    except BpcliError as e:
+        raise CheckpointError(f"{ar.path}: stored config is not valid: {e}") from None
+
+
+def _optimizer_keys(name: str, n_params: int) -> set[str]:
+    """The state `optim.Optimizer` keeps: v_i for momentum, m_i and v_i for Adam, i over the params."""
+    prefixes = {"momentum": "v", "adam": "mv"}.get(name, "")
+    return {f"{p}{i}" for p in prefixes for i in range(n_params)}
+
+
+def _rng_state(ar: _Archive, epoch: int, step: int, batch_size: int) -> dict[str, Any]:
+    """The training position: {} (a checkpoint not written by a training run) or the generator state,
+    the position inside the run and the optimizer's update count, each checked."""
+    try:
+        state = json.loads(ar.scalar("rng_state", "U", "text"))
+    except (json.JSONDecodeError, RecursionError):
+        ar.fail("rng_state is not valid JSON")
+    if not isinstance(state, dict):
+        ar.fail(f"rng_state must be a JSON object, got {type(state).__name__}")
+    if not state:
+        return state
+    missing = {"rng", "position", "optimizer_t"} - state.keys()
+    if missing:
+        ar.fail(f"rng_state lacks {', '.join(sorted(missing))}")
+    _generator_state(ar, "rng_state.rng", state["rng"])
+    pos = state["position"]
+    if not isinstance(pos, dict) or not {"epoch", "batch", "step"} <= pos.keys() or not pos.keys() <= POSITION_FIELDS:
+        ar.fail(f"rng_state.position must be an object with the fields {', '.join(sorted(POSITION_FIELDS))}")
+    for key in POSITION_INTS:
+        if key in pos and not (type(pos[key]) is int and 0 <= pos[key] <= MAX_INT):
+            ar.fail(f"rng_state.position.{key} is {shorten(pos[key])}, expected a whole number 0..2^53")
+    loss = pos.get("loss_sum", 0.0)
+    if type(loss) not in (int, float) or not math.isfinite(loss) or loss < 0:
+        ar.fail(f"rng_state.position.loss_sum is {shorten(loss)}, expected a finite number >= 0")
+    if (pos["epoch"], pos["step"]) != (epoch, step):
+        ar.fail(f"rng_state.position (epoch {pos['epoch']}, step {pos['step']}) disagrees with epoch {epoch}, "
+                f"step {step}")
+    # Batches done in this epoch are updates done; examples seen in it are at most those batches' rows.
+    if pos["batch"] > step or pos.get("seen", 0) > pos["batch"] * batch_size or pos.get("correct", 0) > pos.get("seen", 0):
+        ar.fail(f"rng_state.position (batch {pos['batch']}, seen {shorten(pos.get('seen', 0))}, correct "
+                f"{shorten(pos.get('correct', 0))}) is impossible after {step} updates of {batch_size} examples")
+    if pos["batch"] > 0 or pos.get("epoch_rng_state"):
+        _generator_state(ar, "rng_state.position.epoch_rng_state", pos.get("epoch_rng_state"))
+    t = state["optimizer_t"]
+    if not (type(t) is int and 0 <= t <= MAX_INT):
+        ar.fail(f"rng_state.optimizer_t is {shorten(t)}, expected a whole number 0..2^53")
+    return state
+
+
+def _generator_state(ar: _Archive, key: str, value: object) -> None:
+    """A state the shuffling generator (NumPy's PCG64) accepts, tried on a throwaway generator."""
+    try:
+        np.random.PCG64().state = value  # type: ignore[assignment]
+    except (TypeError, ValueError, KeyError, OverflowError, AttributeError, IndexError):
+        ar.fail(f"{key} is not a PCG64 generator state")

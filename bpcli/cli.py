@@ -12,18 +12,40 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 
 from bpcli import __version__, config
 from bpcli.errors import BpcliError
 
+class _Flags:
+    """Help that reads well: an on/off flag takes no value, so it shows no `<bool>` metavar (Typer's
+    default, which also marks its own --help and completion flags)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class _Command(_Flags, TyperCommand):
+    pass
+
+
+class _Group(_Flags, TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="bpcli",
+    cls=_Group,
     help="Train fully-connected networks with backpropagation, and verify and explain that backpropagation.",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # Typer's own --install-completion / --show-completion
     pretty_exceptions_show_locals=False,
 )
 
@@ -43,7 +65,7 @@ def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Call
             except BpcliError as e:
                 fail(str(e), e.exit_code)
 
-        return (group or app).command(*args, **kwargs)(wrapper)
+        return (group or app).command(*args, cls=_Command, **kwargs)(wrapper)
 
     return register
 
@@ -62,7 +84,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
 ) -> None:
     """bpcli: backpropagation you can train, verify and explain."""
 
@@ -78,7 +101,7 @@ ConfigArgument = typer.Argument(..., readable=False, metavar="CONFIG", help="A Y
 @command("train", short_help="Train a network from a config; report test accuracy.")
 def train_command(
     config_path: Optional[Path] = typer.Argument(
-        None, metavar="[CONFIG]", show_default=False,
+        None, readable=False, metavar="[CONFIG]", show_default=False,
         help="A YAML config file (not needed with --resume: the run directory holds its config).",
     ),
     overrides: Optional[list[str]] = SetOption,
@@ -118,11 +141,11 @@ def train_command(
         raise typer.Exit(code)
 
 
-@command("evaluate")
+@command("evaluate", short_help="Test accuracy and confusion matrix of a saved network.")
 def evaluate_command(
     checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT", help="A checkpoint (.npz) or run directory."),
-    data_path: Optional[Path] = typer.Option(None, "--data", help="Dataset directory (default: the checkpoint's)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    data_path: Optional[Path] = typer.Option(None, "--data", metavar="DIR", help="Dataset directory (default: the checkpoint's)."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the result as one JSON object."),
 ) -> None:
     """Test accuracy and confusion matrix of a saved network."""
     from bpcli import runner
@@ -132,21 +155,23 @@ def evaluate_command(
 
 # -- bpcli data: get and check MNIST-format datasets ---------------------------------------------------
 
-data_app = typer.Typer(help="Download and verify MNIST-format datasets.", no_args_is_help=True)
+data_app = typer.Typer(cls=_Group, help="Download and verify MNIST-format datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
 
 
-@command("download", group=data_app)
+@command("download", group=data_app, short_help="Fetch a dataset's four IDX files and verify them.")
 def data_download_command(
     dataset: str = typer.Argument("mnist", metavar="[DATASET]", help="mnist, fashion-mnist or kmnist."),
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to put the files (default data/DATASET)."),
+    directory: Optional[Path] = typer.Option(None, "--dir", metavar="DIR", help="Where to put the files (default data/DATASET)."),
     mirrors: Optional[list[str]] = typer.Option(
         None, "--mirror", metavar="URL",
         help="A mirror's base URL, tried in the order given (repeatable); replaces the defaults and $BPCLI_MIRRORS.",
     ),
-    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds to wait for a server before giving up on it."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, metavar="SECONDS", help="Seconds to wait for a server (to connect, or for more data) before giving up on it."),
+    deadline: float = typer.Option(600.0, "--deadline", min=0.1, metavar="SECONDS", help="Seconds one file may take from one mirror before the next mirror is tried."),
+    min_rate: float = typer.Option(1000.0, "--min-rate", min=0.0, metavar="BYTES", help="Leave a mirror that sends fewer bytes per second than this, averaged over --timeout (0: no minimum)."),
 ) -> None:
     """Fetch the four IDX files of a dataset, verify each, and only then give it its final name."""
     from bpcli import download
@@ -155,13 +180,14 @@ def data_download_command(
     spec = download.dataset_spec(dataset)
     target = directory if directory is not None else Path("data") / spec.name
     with view.DownloadProgress(console) as progress:
-        report = download.download(spec, target, mirrors or None, timeout=timeout, on_progress=progress)
+        report = download.download(spec, target, mirrors or None, timeout=timeout, deadline=deadline,
+                                   min_rate=min_rate, on_progress=progress)
     console.print(view.download_table(report))
     for note in view.download_notes(report):
         console.print(note, soft_wrap=True)
 
 
-@command("verify", group=data_app)
+@command("verify", group=data_app, short_help="Check a dataset directory as train will.")
 def data_verify_command(
     directory: Path = typer.Argument(Path("data/mnist"), metavar="[DIR]", help="A dataset directory (default data/mnist)."),
 ) -> None:
@@ -177,7 +203,7 @@ def data_verify_command(
         raise typer.Exit(1)
 
 
-@command("explain")
+@command("explain", short_help="Explain backprop for a network, symbol by symbol, with a trace.")
 def explain_command(
     config_path: Optional[Path] = typer.Argument(
         None, readable=False, metavar="CONFIG", help="A YAML config file (default: configs/mnist.yaml)."
@@ -235,7 +261,7 @@ def explain_command(
         view.render(console, model, hint=picked is None and not sections)
 
 
-@command("gradcheck")
+@command("gradcheck", short_help="Check backprop's gradient against numerical derivatives of C.")
 def gradcheck_command(
     config_path: Optional[Path] = typer.Argument(
         None, readable=False, metavar="CONFIG", help="A YAML config file (optional with --checkpoint)."
@@ -245,7 +271,7 @@ def gradcheck_command(
         None, "--checkpoint", metavar="CKPT", help="Check this trained network (.npz or run directory) instead of a fresh one."
     ),
     batch: int = typer.Option(10, "--batch", min=1, metavar="N", help="Examples C averages over: the first N MNIST test images."),
-    random_data: bool = typer.Option(False, "--random-data", help="Seeded random inputs and targets instead of MNIST."),
+    random_data: bool = typer.Option(False, "--random-data", metavar="", help="Seeded random inputs and targets instead of MNIST."),
     method: str = typer.Option("central", "--method", metavar="central|complex|directional", help="Numerical derivative."),
     eps: Optional[float] = typer.Option(None, "--eps", metavar="H", help="Step h (default 1e-5; complex 1e-30)."),
     rtol: Optional[float] = typer.Option(None, "--rtol", metavar="R", help="Relative error allowed (default 1e-7; complex 1e-12; directional 1e-6)."),

@@ -211,7 +211,8 @@ def _report_abort(say: Console, files: RunFiles | None) -> None:
         say.print(f"stopped at once, without saving the current position; {files.last} holds the last saved "
                   f"one; resume with: {resume_command(files.root)}", soft_wrap=True, highlight=False, markup=False)
     else:
-        say.print("stopped before anything was saved", soft_wrap=True, highlight=False, markup=False)
+        say.print("stopped at once, before the first checkpoint was saved; start the run again to train it",
+                  soft_wrap=True, highlight=False, markup=False)
 
 
 def _report(summary: Summary, mode: Mode, console: Console) -> None:

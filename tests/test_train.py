@@ -166,7 +166,9 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     result = CliRunner().invoke(app, ["evaluate", str(bad)])
-    assert result.exit_code == 2 and "not a readable bpcli checkpoint" in result.output
+    assert result.exit_code == 2 and "not a checkpoint (.npz)" in result.output
+    result = CliRunner().invoke(app, ["evaluate", str(CONFIGS / "tiny.yaml")])  # a config is not a checkpoint
+    assert result.exit_code == 2 and "not a checkpoint (.npz); give a run directory" in result.output
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "other.npz")])
     assert result.exit_code == 2 and "missing 'format'" in result.output

@@ -7,13 +7,14 @@ from __future__ import annotations
 import math
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from bpcli.gradcheck import GradcheckResult, GroupResult, Worst
 
 WIDE = 96  # columns the wide table needs for MNIST-sized groups
+NARROW = 80  # below this many columns the table becomes one block of lines per group
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "kink": "bold yellow"}
 METHOD_TEXT = {
@@ -44,13 +45,14 @@ def _e(value: float, digits: int = 1) -> str:
     return "-" if value != value else f"{value:.{digits}e}"  # value != value: NaN
 
 
-def heading(result: GradcheckResult) -> Text:
+def heading(result: GradcheckResult, width: int = 100) -> Text:
+    """The method and the setting; below 80 columns the setting takes two lines, broken between items
+    rather than inside `h = 1e-05`."""
     atol = f"atol {result.atol:.1e}" + (" (auto)" if result.atol_auto else "")
-    return Text.assemble(
-        ("gradcheck ", "bold"), (METHOD_TEXT[result.method], "cyan"), "\n",
-        (f"layers {list(result.sizes)}, {result.examples} example{'s' * (result.examples != 1)}, "
-         f"C = {result.cost:.6g}, h = {result.eps:.0e}, rtol {result.rtol:.0e}, {atol}", "dim"),
-    )
+    setting = (f"layers {list(result.sizes)}, {result.examples} example{'s' * (result.examples != 1)}, "
+               f"C = {result.cost:.6g},{chr(10) if width < NARROW else ' '}h = {result.eps:.0e}, "
+               f"rtol {result.rtol:.0e}, {atol}")
+    return Text.assemble(("gradcheck ", "bold"), (METHOD_TEXT[result.method], "cyan"), "\n", (setting, "dim"))
 
 
 def table(result: GradcheckResult, width: int = 100) -> Table:
@@ -96,6 +98,33 @@ def table(result: GradcheckResult, width: int = 100) -> Table:
     return t
 
 
+def stacked(result: GradcheckResult) -> Group:
+    """The table's content as one block per group, each line under 60 columns, for narrow terminals:
+    a table of seven numeric columns cannot fit 60 without cutting its numbers."""
+    directional = result.method == "directional"
+    blocks: list[Text] = []
+    for g in result.groups:
+        size = math.prod(g.shape)
+        checked = (f"{g.checked:,} directions" if directional else
+                   f"{g.checked:,} entries" + ("" if g.checked == size else f" of {size:,}"))
+        head = Text.assemble((g.name, "bold cyan"), " ", (type_of(g), "green"), "  ",
+                             (g.verdict, VERDICT_STYLE[g.verdict]), f"  {checked}")
+        if g.kinks:
+            head.append(f", {g.kinks:,} kink{'s' * (g.kinks != 1)}", style="yellow")
+        lines = [head,
+                 Text(f"  max |g| {_e(g.max_grad)}  RMS g {_e(g.rms_grad)}"),
+                 Text.assemble(f"  error: max abs {_e(g.max_abs_error)}  max rel ",
+                               (_e(g.max_rel_error), "bold red" if g.failures else ""))]
+        w = g.worst
+        if w is not None:
+            where = f"  worst {worst_label(w, result.method)}: "
+            what = "g·v backprop" if directional else " backprop"
+            lines.append(Text(f"{where}{what} {w.backprop:.6e}"))
+            lines.append(Text(f"{' ' * len(where)}{'numerical'.rjust(len(what))} {w.numerical:.6e}"))
+        blocks.append(Text("\n").join(lines))
+    return Group(*blocks)
+
+
 def notes(result: GradcheckResult) -> list[Text]:
     out = [Text(f"note: {n}", style="dim") for n in result.notes]
     for g in result.groups:
@@ -124,8 +153,8 @@ def verdict_line(result: GradcheckResult) -> Text:
 
 
 def render(console: Console, result: GradcheckResult) -> None:
-    console.print(heading(result))
-    console.print(table(result, console.width))
+    console.print(heading(result, console.width))
+    console.print(table(result, console.width) if console.width >= NARROW else stacked(result))
     for line in notes(result):
         console.print(line, soft_wrap=True)
     console.print(verdict_line(result), soft_wrap=True)

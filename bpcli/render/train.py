@@ -197,9 +197,12 @@ class LiveView:
         self._drawn = now
         # Three columns short of the edge: the terminal echoes Ctrl-C as "^C" after the line, and a
         # full line would wrap it onto a new one that the view then erases instead of the bar.
-        line = progress_line(self.epoch, self.epochs, self.done, self.examples, now - self._epoch_started,
-                             self.console.width - 3)
-        self._guard(lambda: self.live.update(line, refresh=True) if self.live else None)
+        self._guard(lambda: self._update(progress_line(self.epoch, self.epochs, self.done, self.examples,
+                                                       now - self._epoch_started, self.console.width - 3)))
+
+    def _update(self, line: RenderableType) -> None:
+        if self.live is not None:
+            self.live.update(line, refresh=True)
 
     def _guard(self, draw: Callable[[], object]) -> None:
         """Run one drawing step; on any error stop drawing, say so once, and log plain lines instead."""

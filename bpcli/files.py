@@ -1,0 +1,50 @@
+"""Writing files so that a crash, a full disk or a signal never leaves a torn or half-visible one.
+
+Every file bpcli writes goes through `write_atomic`: a temporary name in the same directory, flushed
+and fsynced, then renamed over the final name. The temporary names share one pattern, so leftovers of
+a killed process can be found and removed (`remove_stale_temporaries`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves the old file or the new one, never a torn one:
+    temporary file in the same directory, flush, fsync, rename.
+
+    The file gets the mode an ordinary `open(path, "w")` would give (0666 less the umask): mkstemp
+    makes its files 0600, which left run files unreadable to the group a user shares them with.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def stale_temporaries(directory: Path) -> list[Path]:
+    """Temporary files `write_atomic` left in `directory` when its process was killed mid-write."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)
+                  and p.is_file())
