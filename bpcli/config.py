@@ -1,7 +1,7 @@
 """The config schema, YAML loading and validation, and `--set key=value` overrides.
 
-A config is data: it is read with `yaml.safe_load` only, then checked field by field against the
-dataclasses below. Every problem becomes a `ConfigError` whose one-line message names the field, the
+A config is data: it is read through `safe_yaml` only (SafeLoader, bounded size and alias expansion,
+no duplicate keys), then checked field by field against the dataclasses below. Every problem becomes a `ConfigError` whose one-line message names the field, the
 file and line where known, and a "did you mean" for misspelt keys.
 """
 
@@ -18,14 +18,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from bpcli.errors import ConfigError
+from bpcli import safe_yaml
+from bpcli.errors import ConfigError, shorten, show
 
 CONFIG_VERSION = 1
-
-# What parsing YAML can raise on bad input: besides YAMLError, PyYAML's constructors raise plain
-# ValueError / TypeError / AttributeError for malformed tagged or implicit scalars (`!!int abc`,
-# a date such as 2020-13-45, `!!timestamp x`), and its composer recurses once per nesting level.
-_YAML_FAILURES = (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -95,39 +91,24 @@ class Config:
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, override and validate the config at `path`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file ({e})") from None
-    return loads(text, source=str(path), overrides=overrides, name=path.stem)
+    return loads(safe_yaml.read_text(path), source=str(path), overrides=overrides, name=path.stem)
 
 
 def loads(
     text: str, source: str = "<config>", overrides: list[str] | tuple[str, ...] = (), name: str = "config"
 ) -> Config:
     """Parse and validate config text; `source` names it in messages."""
-    try:
-        raw = yaml.safe_load(text)
-        lines = _line_numbers(yaml.compose(text, Loader=yaml.SafeLoader))
-    except RecursionError:
-        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
-    except _YAML_FAILURES as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or next(iter(str(e).splitlines()), "") or type(e).__name__
-        if not isinstance(e, yaml.YAMLError):  # a scalar the YAML constructors choked on
-            problem = f"a value cannot be read ({problem})"
-        raise ConfigError(f"{source}{where}: not valid YAML: {problem}") from None
+    document = safe_yaml.parse(text, source)
+    raw, lines = document.data, document.lines
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a config must be a YAML mapping (model:, training:, data:), got {_kind(raw)}")
     raw.setdefault("name", re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip(".-_") or "config")
-    for item in overrides:
-        _apply_override(raw, item)
-    overridden = frozenset(".".join(parse_override(item)[0]) for item in overrides)
+    parsed = [(item, *parse_override(item)) for item in overrides]
+    for item, keys, value in parsed:
+        _apply_override(raw, item, keys, value)
+    overridden = frozenset(".".join(keys) for _, keys, _ in parsed)
     return _build(Config, raw, "", _Where(source, lines, overridden))
 
 
@@ -140,21 +121,18 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     """'training.epochs=3' -> (['training', 'epochs'], 3); the value is read as YAML."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.epochs=3")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except _YAML_FAILURES:
-        parsed = value  # not YAML: take it as the string it is, and let validation judge it
+        raise ConfigError(f"--set {shorten(item)}: expected KEY=VALUE, e.g. --set training.epochs=3")
+    # Text that is not YAML is taken as the string it is, and validation judges it.
+    parsed = safe_yaml.parse_value(value, f"--set {show(key.strip(), 40)}") if value.strip() else ""
     return key.strip().split("."), parsed
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
-    keys, value = parse_override(item)
+def _apply_override(raw: dict[str, Any], item: str, keys: list[str], value: Any) -> None:
     node = raw
     for i, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {item}: {'.'.join(keys[: i + 1])} is not a section")
+            raise ConfigError(f"--set {show(item)}: {show('.'.join(keys[: i + 1]))} is not a section")
         node = child
     node[keys[-1]] = value
 
@@ -172,20 +150,12 @@ class _Where:
         if any(dotted == key or dotted.startswith(key + ".") or dotted.startswith(key + "[")
                for key in self.overridden):
             return "--set"
+        # A section the file does not have was made by `--set section.field=...`: blame that, not the file.
+        if dotted not in self.lines and any(key.startswith(dotted + ".") for key in self.overridden):
+            return "--set"
         # A list element (model.layers[1]) has no key of its own: point at its list's line.
         line = self.lines.get(dotted) or self.lines.get(dotted.split("[", 1)[0])
         return f"{self.source}:{line}" if line else self.source
-
-
-def _line_numbers(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
-    """Map each dotted key path to the 1-based line where its value starts."""
-    out: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            dotted = f"{prefix}{key_node.value}"
-            out[dotted] = key_node.start_mark.line + 1
-            out.update(_line_numbers(value_node, dotted + "."))
-    return out
 
 
 def _kind(value: Any) -> str:
@@ -195,9 +165,7 @@ def _kind(value: Any) -> str:
 
 
 def _fail(where: _Where, dotted: str, message: str) -> typing.NoReturn:
-    # A key can be any YAML string, newlines included; quote such a key to keep the message on one line.
-    shown = dotted if dotted.isprintable() else repr(dotted)
-    raise ConfigError(f"{where.at(dotted)}: {shown}: {message}")
+    raise ConfigError(f"{where.at(dotted)}: {show(dotted)}: {message}")
 
 
 def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
@@ -209,7 +177,7 @@ def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
     for key in raw:
         if key not in names:
             dotted = f"{prefix}{key}"
-            close = difflib.get_close_matches(str(key), names, n=1)
+            close = difflib.get_close_matches(str(key)[:100], names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(names)}"
             _fail(where, dotted, f"unknown field{hint}")
     values = {key: _convert(hints[key], raw[key], f"{prefix}{key}", where) for key in raw}
@@ -224,10 +192,12 @@ def _convert(hint: Any, value: Any, dotted: str, where: _Where) -> Any:
         return _build(hint, value, dotted + ".", where)
     if origin is Literal:
         choices = get_args(hint)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        if not isinstance(value, str) or value not in choices:
+            # Only a short string can be a misspelling; str() of anything else could be huge.
+            guess = value if isinstance(value, str) and len(value) <= 100 else ""
+            close = difflib.get_close_matches(guess, [str(c) for c in choices], n=1)
             hint_text = f"; did you mean '{close[0]}'?" if close else ""
-            _fail(where, dotted, f"{value!r} is not one of {' | '.join(choices)}{hint_text}")
+            _fail(where, dotted, f"{shorten(value)} is not one of {' | '.join(choices)}{hint_text}")
         return value
     if origin is tuple:
         if not isinstance(value, list):
@@ -235,11 +205,11 @@ def _convert(hint: Any, value: Any, dotted: str, where: _Where) -> Any:
         return tuple(_convert(int, v, f"{dotted}[{i}]", where) for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
-            _fail(where, dotted, f"expected true or false, got {_kind(value)} {value!r}")
+            _fail(where, dotted, f"expected true or false, got {_kind(value)} {shorten(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(where, dotted, f"expected an integer, got {_kind(value)} {value!r}")
+            _fail(where, dotted, f"expected an integer, got {_kind(value)} {shorten(value)}")
         return value
     if hint is float:
         if isinstance(value, str):
@@ -249,7 +219,7 @@ def _convert(hint: Any, value: Any, dotted: str, where: _Where) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(where, dotted, f"expected a number, got {_kind(value)} {value!r}")
+            _fail(where, dotted, f"expected a number, got {_kind(value)} {shorten(value)}")
         if isinstance(value, int):
             try:
                 value = float(value)
@@ -260,7 +230,7 @@ def _convert(hint: Any, value: Any, dotted: str, where: _Where) -> Any:
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            _fail(where, dotted, f"expected a string, got {_kind(value)} {value!r}")
+            _fail(where, dotted, f"expected a string, got {_kind(value)} {shorten(value)}")
         return value
     raise TypeError(f"unsupported config type {hint!r}")  # a bug in the schema, not user input
 
@@ -297,7 +267,7 @@ def _check(obj: Any, prefix: str, where: _Where) -> None:
     elif isinstance(obj, Config):
         # The name becomes a directory name under runs/, so it must not be able to climb out of it.
         need(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", obj.name)), "name",
-             f"{obj.name!r} must be letters, digits, '.', '_' or '-', as it names the run directory")
+             f"{shorten(obj.name)} must be letters, digits, '.', '_' or '-', as it names the run directory")
     elif isinstance(obj, DataConfig):
         need(bool(obj.path), "path", "must name a directory")
         need(obj.validation_size >= 0, "validation_size", f"must be >= 0, got {obj.validation_size}")

@@ -6,6 +6,8 @@ other exception is a bug in bpcli and is allowed to show its traceback.
 
 from __future__ import annotations
 
+import reprlib
+
 
 class BpcliError(Exception):
     """An error caused by the user's input or environment, with a one-line message."""
@@ -37,7 +39,47 @@ class CheckpointError(BpcliError):
     exit_code = 2
 
 
+class ResourceError(BpcliError):
+    """A command that would need more memory (or other resources) than the machine can give it."""
+
+    exit_code = 2
+
+
 class DivergenceError(BpcliError):
     """Training produced a non-finite loss or parameter."""
 
     exit_code = 3
+
+
+# Limits for `shorten`: a message quotes enough of a value to recognise it, never all of it. reprlib
+# walks only the first few items of a container and the first levels of nesting, so even a value
+# that an alias bomb made astronomically large is summarised without being expanded.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 2, 4, 4, 4
+_SHORT.maxset = _SHORT.maxfrozenset = _SHORT.maxdeque = _SHORT.maxarray = 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """repr(value) cut to one line of at most `limit` characters, for quoting user input in a message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        # repr of a huge int is slow (and refused beyond 4300 digits); its size says enough.
+        text = f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    else:
+        try:
+            text = _SHORT.repr(value)
+        except Exception:  # a repr that fails must not replace the message it was meant for
+            text = f"<{type(value).__name__}>"
+    return clip(text, limit)
+
+
+def show(text: str, limit: int = 80) -> str:
+    """A name from user input (a key, a field, an option value) as it is when it is one short printable
+    line, else quoted and cut short by `shorten`."""
+    return text if text.isprintable() and len(text) <= limit else shorten(text, limit)
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """Text (a message from a library, say) as one printable line of at most `limit` characters."""
+    text = "".join(c if c.isprintable() else " " for c in text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
