@@ -24,6 +24,7 @@ import numpy as np
 from bpcli import checkpoint as checkpoint_module
 from bpcli import config as config_module
 from bpcli import data as data_module
+from bpcli import resources
 from bpcli.activations import OUTPUT, Array
 from bpcli.config import Config
 from bpcli.costs import COSTS
@@ -944,6 +945,7 @@ def load_subject(
                              "pass one, e.g. bpcli explain configs/tiny.yaml")
         config_path = DEFAULT_CONFIG
     cfg = config_module.load(config_path, list(overrides))
+    resources.check_network(cfg.model.layers, cfg.training.dtype)  # before NumPy sees a size like 10^12
     net = Network.from_config(cfg.model, cfg.training.seed, cfg.training.dtype)
     changed = "".join(f" --set {item}" for item in overrides)
     return cfg, net, f"{config_path}{changed}, initialized with seed {cfg.training.seed}"

@@ -52,6 +52,7 @@ from bpcli.activations import Array, Sigmoid, Softmax
 from bpcli.costs import CrossEntropy, Quadratic, _softplus
 from bpcli import checkpoint as checkpoint_module
 from bpcli import config as config_module
+from bpcli import resources
 from bpcli.config import Config
 from bpcli.data import load_mnist, one_hot
 from bpcli.errors import UsageError
@@ -294,11 +295,15 @@ def load_subject(
     one: its trained parameters, and for the rest (data.path, training.l2) CONFIG if given, else the
     stored config; `--set` may change anything but the model, which the stored parameters fix.
     """
+    if seed is not None and seed < 0:
+        # NumPy seeds are non-negative; say so here rather than let default_rng raise a ValueError.
+        raise UsageError(f"--seed {seed}: must be a whole number >= 0")
     if checkpoint is None:
         if config_path is None:
             raise UsageError("gradcheck needs a CONFIG file or --checkpoint CKPT")
         cfg = config_module.load(config_path, overrides)
         seed = cfg.training.seed if seed is None else seed
+        resources.check_network(cfg.model.layers, "float64")  # before NumPy sees a size like 10^12
         net = Network.from_config(cfg.model, seed, "float64")
         return cfg, net, seed, f"network {list(net.sizes)} initialized from {config_path} ({cfg.model.init}, seed {seed})"
     ckpt = checkpoint_module.load(checkpoint)
@@ -325,6 +330,10 @@ def batch_for(
     values in (0, 1) for sigmoid, standard normal for identity.
     """
     n_in, n_out = sizes[0], sizes[-1]
+    if m < 1:
+        raise UsageError(f"--batch {m}: must be at least 1")
+    # Before any array of m rows exists: --batch 100000000 is refused in one line, not a MemoryError.
+    resources.check_gradcheck(sizes, m)
     if mnist_dir is None:
         rng = np.random.default_rng(seed)
         x = rng.random((m, n_in))
