@@ -29,7 +29,7 @@ from bpcli import resources, safe_yaml
 from bpcli.activations import HIDDEN, OUTPUT
 from bpcli.config import CONFIG_VERSION, Config
 from bpcli.costs import COSTS
-from bpcli.errors import BpcliError, CheckpointError, DivergenceError, clip, shorten
+from bpcli.errors import BpcliError, CheckpointError, DivergenceError, clip, shorten, show
 from bpcli.files import write_atomic  # noqa: F401 - re-exported: checkpoints were the first atomic writes
 from bpcli.network import Network
 
@@ -94,6 +94,10 @@ POSITION_INTS = ("epoch", "batch", "step", "correct", "seen")
 POSITION_FIELDS = frozenset(POSITION_INTS + ("loss_sum", "epoch_rng_state"))
 
 
+_KINDS = {"U": "text", "S": "bytes", "i": "an integer", "u": "an integer", "f": "a number", "b": "a boolean",
+          "c": "a complex number"}
+
+
 @dataclass
 class _Member:
     """One array in the archive, as its .npy header declares it (nothing of its data read yet)."""
@@ -130,17 +134,17 @@ class _Archive:
                 elif version == (2, 0):
                     shape, _, dtype = np.lib.format.read_array_header_2_0(f)
                 else:
-                    self.fail(f"{shorten(name)} is stored in .npy format {version}, which bpcli does not write")
+                    self.fail(f"{show(name)} is stored in .npy format {version}, which bpcli does not write")
                 offset = f.tell()
         except CheckpointError:
             raise
         except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, KeyError) as e:
-            self.fail(f"{shorten(name)} is not a readable array ({clip(str(e), 80)})")
+            self.fail(f"{show(name)} is not a readable array ({clip(str(e), 80)})")
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-            self.fail(f"{shorten(name)} has dtype {clip(str(dtype), 40)}; bpcli stores plain numbers and text")
+            self.fail(f"{show(name)} has dtype {clip(str(dtype), 40)}; bpcli stores plain numbers and text")
         member = _Member(info, tuple(int(n) for n in shape), dtype)
         if member.nbytes + offset > info.file_size:
-            self.fail(f"{shorten(name)} declares shape {shorten(member.shape)} ({resources.human(member.nbytes)}) "
+            self.fail(f"{show(name)} declares shape {shorten(member.shape)} ({resources.human(member.nbytes)}) "
                       f"but holds {resources.human(info.file_size)}")
         return member
 
@@ -161,7 +165,9 @@ class _Archive:
         """A 0-d field of one of the dtype `kinds` ('U' text, 'i'/'u' integers, 'f' floats)."""
         member = self.need(key)
         if member.shape != () or member.dtype.kind not in kinds:
-            self.fail(f"{key} must be {what}, found {member.dtype.kind}-type data of shape {shorten(member.shape)}")
+            kind = _KINDS.get(member.dtype.kind, f"dtype {clip(str(member.dtype), 20)}")
+            found = kind if member.shape == () else f"an array of shape {shorten(member.shape)} ({kind})"
+            self.fail(f"{key} must be {what}, found {found}")
         if member.dtype.kind == "U" and member.dtype.itemsize > 4 * safe_yaml.MAX_BYTES:
             self.fail(f"{key} is text of {member.dtype.itemsize // 4:,} characters, more than bpcli writes")
         return self.read(key).item()
@@ -214,7 +220,7 @@ def _load(ar: _Archive) -> Checkpoint:
     stored_state = sorted(k for k in ar.members if k.startswith("opt_"))
     for key in stored_state:
         if key[4:] not in state_keys:
-            ar.fail(f"{shorten(key)} is not part of the state of a {cfg.training.optimizer.name} optimizer "
+            ar.fail(f"{show(key)} is not part of the state of a {cfg.training.optimizer.name} optimizer "
                     f"with {n_params} parameter arrays")
     expected = dict(zip(names, shapes)) | {k: shapes[int(k[5:])] for k in stored_state}
     for key, shape in expected.items():
