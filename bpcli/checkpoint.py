@@ -267,6 +267,15 @@ def _load(ar: _Archive) -> Checkpoint:
     )
 
 
+def check_resumable(ckpt: Checkpoint, source: str | Path) -> None:
+    """Refuse to resume from a checkpoint without a training position (`rng_state` {}: written by a
+    tool or test, not by a training run), which `load` accepts for evaluate, explain and gradcheck but
+    `Trainer.restore` cannot continue from."""
+    if not ckpt.rng_state:
+        raise CheckpointError(f"{source}: has no training position (its rng_state is empty), so it cannot be "
+                              "resumed; evaluate it, or start a new run")
+
+
 def _stored_config(ar: _Archive) -> Config:
     text = ar.scalar("config", "U", "text")
     try:

@@ -1,8 +1,9 @@
 """The config schema, YAML loading and validation, and `--set key=value` overrides.
 
 A config is data: it is read through `safe_yaml` only (SafeLoader, bounded size and alias expansion,
-no duplicate keys), then checked field by field against the dataclasses below. Every problem becomes a `ConfigError` whose one-line message names the field, the
-file and line where known, and a "did you mean" for misspelt keys.
+no duplicate keys), then checked field by field against the dataclasses below. Every problem becomes a
+`ConfigError` whose one-line message names the field, the file and line where known (or `--set`), and
+a "did you mean" for misspelt keys.
 """
 
 from __future__ import annotations

@@ -443,3 +443,15 @@ def test_not_a_zip_and_missing_file(tmp_path: Path) -> None:
         checkpoint.load(tmp_path / "x.npz")
     with pytest.raises(CheckpointError, match="not found"):
         checkpoint.load(tmp_path / "nope.npz")
+
+
+def test_a_checkpoint_without_a_position_loads_but_is_not_resumable(tmp_path: Path) -> None:
+    """rng_state {} is what tools and tests write: fine to evaluate, nothing to resume from."""
+    path = tiny_checkpoint(tmp_path)
+    rewrite(path, rng_state="{}")
+    ckpt = checkpoint.load(path)
+    assert ckpt.rng_state == {}
+    with pytest.raises(CheckpointError, match="no training position"):
+        checkpoint.check_resumable(ckpt, path)
+    (tmp_path / "ok").mkdir()
+    checkpoint.check_resumable(checkpoint.load(tiny_checkpoint(tmp_path / "ok")), path)
