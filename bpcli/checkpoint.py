@@ -74,7 +74,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
         arrays[f"opt_{key}"] = value
     for key, value in arrays.items():
         if value.dtype.kind in "fc" and not np.isfinite(value).all():
-            raise DivergenceError(f"{path}: not saved: {key} has {_count_nonfinite(value)} non-finite values "
+            raise DivergenceError(f"{path}: not saved: {key} has {_count_nonfinite(value)} "
                                   "(NaN or inf); training diverged: lower training.learning_rate")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -82,7 +82,9 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
 
 
 def _count_nonfinite(a: Array) -> str:
-    return f"{int(a.size - np.count_nonzero(np.isfinite(a))):,}"
+    """'1 non-finite value', '3,072 non-finite values'."""
+    n = int(a.size - np.count_nonzero(np.isfinite(a)))
+    return f"{n:,} non-finite value{'s' * (n != 1)}"
 
 
 # -- loading ------------------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ def _load(ar: _Archive) -> Checkpoint:
     for key in expected:
         a = ar.read(key)
         if not np.isfinite(a).all():
-            raise CheckpointError(f"{path}: {key} has {_count_nonfinite(a)} non-finite values (NaN or inf): not a "
+            raise CheckpointError(f"{path}: {key} has {_count_nonfinite(a)} (NaN or inf): not a "
                                   "good checkpoint; use an earlier one (e.g. best.npz) or train again")
         arrays[key] = a.astype(a.dtype.newbyteorder("="), copy=False)
     m = cfg.model

@@ -120,7 +120,7 @@ def training_estimate(cfg: Config, n_train: int, n_eval: int, eval_batch: int | 
         return Estimate({"parameters": P, "optimizer state": opt + scratch, "gradients": P,
                          "batch buffers": epoch - P, "evaluation buffers": evaluation})
     if peak == saving:
-        return Estimate({"parameters": P, "optimizer state": opt + scratch, "checkpoint being written": 2 * (P + opt)})
+        return Estimate({"parameters": P, "optimizer state": opt + scratch, "the checkpoint built in memory": 2 * (P + opt)})
     return Estimate({"parameters": init})
 
 
@@ -145,7 +145,7 @@ def gradcheck_estimate(sizes: Sequence[int], m: int, workers: int | None = None)
     return Estimate({
         "parameters": 4 * P,
         "per-group arrays": 4 * largest * s,
-        "batch": m * (int(sizes[0]) + int(sizes[-1])) * s,
+        "the batch (x, y)": m * (int(sizes[0]) + int(sizes[-1])) * s,
         "forward and backward passes": 5 * m * H * s,
         "chunks": workers * _CHUNK_ARRAYS * GRADCHECK_CHUNK_BYTES,
     })
@@ -233,7 +233,7 @@ def require(what: str, estimate: Estimate, fix: str, available: int | None = Non
 
 def check_network(sizes: Sequence[int], dtype: str | object = "float64", what: str = "a network") -> None:
     """Refuse to build a network whose parameters alone cannot fit (with init's float64 temporary)."""
-    require(f"{what} {shorten(list(sizes))}", Estimate({"parameters": initialization_bytes(sizes, dtype)}),
+    require(f"{what} {shorten(list(sizes))} in {dtype}", Estimate({"parameters": initialization_bytes(sizes, dtype)}),
             "use smaller model.layers")
 
 
@@ -256,6 +256,6 @@ def check_evaluation(sizes: Sequence[int], dtype: str | object, n: int) -> None:
 def check_gradcheck(sizes: Sequence[int], m: int) -> None:
     """Refuse a gradient check of m examples that cannot fit."""
     est = gradcheck_estimate(sizes, m)
-    per_batch = est.parts["batch"] + est.parts["forward and backward passes"]
+    per_batch = est.parts["the batch (x, y)"] + est.parts["forward and backward passes"]
     fix = "use a smaller --batch" if per_batch > est.parts["parameters"] else "use smaller model.layers"
     require(f"gradcheck of {shorten(list(sizes))} on {m:,} example{'s' * (m != 1)}", est, fix)

@@ -420,7 +420,7 @@ def test_non_finite_weights_are_not_a_good_checkpoint(tmp_path: Path, bad: float
     w3[2, 1] = bad
     rewrite(path, w3=w3)
     args = [a.format(ckpt=path, run=path.parent) for a in command]
-    one_error(invoke(*args), str(path), "w3 has 1 non-finite values", "not a good checkpoint")
+    one_error(invoke(*args), str(path), "w3 has 1 non-finite value (NaN or inf)", "not a good checkpoint")
 
 
 def test_save_refuses_non_finite_parameters_and_keeps_the_last_good_file(tmp_path: Path) -> None:
@@ -428,11 +428,11 @@ def test_save_refuses_non_finite_parameters_and_keeps_the_last_good_file(tmp_pat
     before = path.read_bytes()
     good = checkpoint.load(path)
     good.network.b[2][0] = np.nan
-    with pytest.raises(DivergenceError, match=r"last.npz: not saved: b2 has 1 non-finite values"):
+    with pytest.raises(DivergenceError, match=r"last.npz: not saved: b2 has 1 non-finite value "):
         checkpoint.save(path, good)
     good.network.b[2][0] = 0.0
     good.optimizer_state["v2"][0, 0] = np.inf
-    with pytest.raises(DivergenceError, match="opt_v2 has 1 non-finite"):
+    with pytest.raises(DivergenceError, match="opt_v2 has 1 non-finite value"):
         checkpoint.save(path, good)
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.npz"]
 
