@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import typing
 import zipfile
 from dataclasses import dataclass, field
@@ -239,7 +238,7 @@ def _load(ar: _Archive) -> Checkpoint:
     need = sum(ar.need(k).nbytes for k in expected)
     resources.require(f"the network in {path} {shorten(list(sizes))}", resources.Estimate({"arrays": 2 * need}),
                       "load it on a machine with more memory")
-    arrays = {}
+    arrays: dict[str, Array] = {}
     for key in expected:
         a = ar.read(key)
         if not np.isfinite(a).all():
@@ -321,9 +320,10 @@ def _rng_state(ar: _Archive, epoch: int, step: int, batch_size: int) -> dict[str
         ar.fail(f"rng_state.position (epoch {pos['epoch']}, step {pos['step']}) disagrees with epoch {epoch}, "
                 f"step {step}")
     # Batches done in this epoch are updates done; examples seen in it are at most those batches' rows.
-    if pos["batch"] > step or pos.get("seen", 0) > pos["batch"] * batch_size or pos.get("correct", 0) > pos.get("seen", 0):
-        ar.fail(f"rng_state.position (batch {pos['batch']}, seen {shorten(pos.get('seen', 0))}, correct "
-                f"{shorten(pos.get('correct', 0))}) is impossible after {step} updates of {batch_size} examples")
+    seen, correct = pos.get("seen", 0), pos.get("correct", 0)
+    if pos["batch"] > step or seen > pos["batch"] * batch_size or correct > seen:
+        ar.fail(f"rng_state.position (batch {pos['batch']}, seen {seen}, correct {correct}) is impossible after "
+                f"{step} updates of {batch_size} examples")
     if pos["batch"] > 0 or pos.get("epoch_rng_state"):
         _generator_state(ar, "rng_state.position.epoch_rng_state", pos.get("epoch_rng_state"))
     t = state["optimizer_t"]

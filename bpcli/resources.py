@@ -120,7 +120,8 @@ def training_estimate(cfg: Config, n_train: int, n_eval: int, eval_batch: int | 
         return Estimate({"parameters": P, "optimizer state": opt + scratch, "gradients": P,
                          "batch buffers": epoch - P, "evaluation buffers": evaluation})
     if peak == saving:
-        return Estimate({"parameters": P, "optimizer state": opt + scratch, "the checkpoint built in memory": 2 * (P + opt)})
+        return Estimate({"parameters": P, "optimizer state": opt + scratch,
+                         "the checkpoint built in memory": 2 * (P + opt)})
     return Estimate({"parameters": init})
 
 

@@ -70,7 +70,8 @@ def read_text(path: Path, what: str = "config file") -> str:
         raise ConfigError(f"{path}: cannot read {what} ({e.strerror or type(e).__name__})") from None
     if len(data) > MAX_BYTES:
         kind = "" if stat.S_ISREG(mode) else " (not a regular file)"
-        raise ConfigError(f"{path}: cannot read {what}: larger than {MAX_BYTES // 2**20} MiB{kind}; a config is a few KiB of YAML")
+        raise ConfigError(f"{path}: cannot read {what}: larger than {MAX_BYTES // 2**20} MiB{kind}; "
+                          "a config is a few KiB of YAML")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -160,11 +161,10 @@ def _check_tree(root: yaml.Node, source: str, numbered: bool = True) -> None:
             on_path.discard(key)
             total = 1 + sum(size[id(c)] for c in _children(node))
             if total > MAX_VALUES:
-                raise ConfigError(
-                    f"{at(node)}: YAML aliases expand this to more than {MAX_VALUES:,} values (an alias bomb?); "
-                    "a config has a few dozen: write the values out"
-                    if _has_alias_below(node) else f"{at(node)}: more than {MAX_VALUES:,} values; a config has a few dozen"
-                )
+                if _has_alias_below(node):
+                    raise ConfigError(f"{at(node)}: YAML aliases expand this to more than {MAX_VALUES:,} values "
+                                      "(an alias bomb?); a config has a few dozen: write the values out")
+                raise ConfigError(f"{at(node)}: more than {MAX_VALUES:,} values; a config has a few dozen")
             size[key] = total
             continue
         if key in size:
