@@ -2,12 +2,12 @@
 
 IDX (the MNIST file format) is big-endian: two zero bytes, one element-type byte, one byte giving the
 number of dimensions d, then d 32-bit sizes, then the elements in row-major order. Files may be gzip
-compressed. Every way a file can be malformed raises `DataError` with a message naming the file.
+compressed. Every way a file can be malformed raises `DataError` with a message naming the file, and
+no file costs more memory than its header declares (bounded in turn by MAX_IDX_BYTES).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import zlib
@@ -51,22 +51,108 @@ KNOWN_SHA256: dict[str, dict[str, str]] = {
 # format of `sha256sum`: "<hex digest>  <file name>", digests of the decompressed bytes.
 CHECKSUM_FILE = "SHA256SUMS"
 
+# The most one IDX file may hold once decompressed (the largest MNIST-format sets are about half of
+# this); a header declaring more is refused before anything is inflated.
+MAX_IDX_BYTES = 1 << 30
+# A gzip'd file is at most a little larger than its content (stored blocks cost 5 bytes per 64 KiB).
+MAX_FILE_BYTES = MAX_IDX_BYTES + (MAX_IDX_BYTES >> 8)
+# The longest IDX header: magic, type, count, and 255 sizes of 4 bytes.
+MAX_HEADER = 4 + 4 * 255
+# Compressed bytes handed to zlib per call.
+INFLATE_SLICE = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+# SHA256SUMS is a few lines; anything this large is not one.
+MAX_CHECKSUM_FILE = 1 << 20
+
 # Labels index the one-hot columns: anything larger is a damaged file, not a 10-billion-class problem.
 MAX_LABEL = 255
 
 
 def decompress(blob: bytes, source: str) -> bytes:
-    """The IDX bytes of a file's content: gunzipped if it starts with the gzip magic, else as is."""
-    if blob[:2] != b"\x1f\x8b":
+    """The IDX bytes of a file's content: gunzipped if it starts with the gzip magic, else as is.
+
+    A gzip stream is never inflated past what its content may be: the IDX header is inflated first,
+    and then at most the size it declares plus one byte (to tell that there is more), so a small file
+    that expands to gigabytes (a "gzip bomb") costs no more than the file its header describes.
+    """
+    if blob[:2] != GZIP_MAGIC:
         return blob
     try:
-        return gzip.decompress(blob)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{source}: corrupted gzip stream ({e}); download the file again") from None
+        size, shape = _declared_size(b"".join(_gunzip(blob, MAX_HEADER, source)), source)
+        pieces = _gunzip(blob, size + 1, source)
+        if sum(map(len, pieces)) > size:
+            raise DataError(f"{source}: gzip stream expands to more than the {size} bytes its IDX header "
+                            f"declares (dimensions {shape}); refused without decompressing the rest")
+        return b"".join(pieces)
+    except MemoryError:
+        raise DataError(f"{source}: not enough memory to decompress the file") from None
 
 
-def parse_idx(data: bytes, source: str = "<idx>") -> Array:
-    """The array stored in IDX bytes, in native byte order, after checking the header against the length."""
+def _gunzip(blob: bytes, limit: int, source: str) -> list[bytes]:
+    """Inflate the gzip members in `blob`, stopping at `limit` bytes of output (`limit` >= 1), in
+    pieces (joined only once they are known to be wanted).
+
+    Shorter than `limit` in all only when the whole stream was inflated and every member's CRC and
+    length checked (zlib does that in gzip mode). The input goes to zlib in slices so that the copies
+    it makes of unconsumed input stay small however many members a file has.
+    """
+    view = memoryview(blob)
+    out: list[bytes] = []
+    size = pos = 0
+    inflater = None  # the current member's decompressor; None between members
+    while size < limit:
+        if inflater is None:
+            pos = _skip_zeros(blob, pos)  # gzip allows zero padding after a member
+            if pos == len(blob):
+                break
+            if blob[pos:pos + 2] != GZIP_MAGIC:
+                raise _corrupted(source, "trailing bytes after the gzip stream")
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        piece_in = view[pos:pos + INFLATE_SLICE]
+        try:
+            piece = inflater.decompress(piece_in, limit - size)  # max_length > 0 here: 0 means no limit
+        except zlib.error as e:
+            raise _corrupted(source, str(e)) from None
+        consumed = len(piece_in) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
+        out.append(piece)
+        size += len(piece)
+        pos += consumed
+        if inflater.eof:
+            inflater = None
+        elif size < limit and (pos >= len(blob) or not (consumed or piece)):
+            raise _corrupted(source, "the file ends before the end-of-stream marker")
+    return out
+
+
+def _skip_zeros(blob: bytes, pos: int) -> int:
+    """The first position at or after `pos` that does not hold a zero byte (or the end)."""
+    while pos < len(blob):
+        piece = blob[pos:pos + INFLATE_SLICE]
+        skipped = len(piece) - len(piece.lstrip(b"\x00"))
+        pos += skipped
+        if skipped < len(piece):
+            break
+    return pos
+
+
+def _corrupted(source: str, why: str) -> DataError:
+    return DataError(f"{source}: corrupted gzip stream ({why}); download the file again")
+
+
+def _declared_size(head: bytes, source: str) -> tuple[int, str]:
+    """The total size (header and data) that an IDX header declares, and its dimensions as text;
+    more than MAX_IDX_BYTES is refused."""
+    dtype, dims, header = _idx_header(head, source)
+    size = header + math.prod(dims) * dtype.itemsize
+    shape = " x ".join(map(str, dims))
+    if size > MAX_IDX_BYTES:
+        raise DataError(f"{source}: IDX header declares dimensions {shape} ({size} bytes), more than the "
+                        f"{MAX_IDX_BYTES} bytes bpcli reads from one file")
+    return size, shape
+
+
+def _idx_header(data: bytes, source: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """The element type, the dimensions and the header length of IDX bytes (which may be only a prefix)."""
     if len(data) < 4:
         raise DataError(f"{source}: truncated IDX file: {len(data)} bytes, a header needs at least 4")
     if data[0] != 0 or data[1] != 0:
@@ -81,7 +167,12 @@ def parse_idx(data: bytes, source: str = "<idx>") -> Array:
     if len(data) < header:
         raise DataError(f"{source}: truncated IDX header: {len(data)} bytes, {ndim} dimensions need {header}")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = IDX_TYPES[type_code]
+    return IDX_TYPES[type_code], dims, header
+
+
+def parse_idx(data: bytes, source: str = "<idx>") -> Array:
+    """The array stored in IDX bytes, in native byte order, after checking the header against the length."""
+    dtype, dims, header = _idx_header(data, source)
     # Python integers: np.prod in int64 wraps around for a crafted header (65536^4 -> 0).
     expected = math.prod(dims) * dtype.itemsize
     actual = len(data) - header
@@ -94,16 +185,25 @@ def parse_idx(data: bytes, source: str = "<idx>") -> Array:
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
-def read_idx(path: str | Path, sha256: str | None = None) -> Array:
-    """Read an IDX file (gzip or raw); if `sha256` is given, check the decompressed bytes against it."""
-    path = Path(path)
+def read_blob(path: Path) -> bytes:
+    """The bytes of a data file, refusing one larger than any IDX file bpcli accepts (a huge file is
+    not read into memory only to be refused afterwards)."""
     try:
-        blob = path.read_bytes()
+        with open(path, "rb") as f:
+            blob = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    data = decompress(blob, str(path))
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(blob) > MAX_FILE_BYTES:
+        raise DataError(f"{path}: larger than the {MAX_FILE_BYTES} bytes bpcli reads from one data file")
+    return blob
+
+
+def read_idx(path: str | Path, sha256: str | None = None) -> Array:
+    """Read an IDX file (gzip or raw); if `sha256` is given, check the decompressed bytes against it."""
+    path = Path(path)
+    data = decompress(read_blob(path), str(path))
     if sha256 is not None:
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
@@ -120,12 +220,24 @@ def expected_checksums(directory: Path) -> dict[str, str | None]:
     sums_file = directory / CHECKSUM_FILE
     if sums_file.is_file():
         sums: dict[str, str] = {}
-        for line in sums_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in read_checksum_lines(sums_file):
             parts = line.split()
             if len(parts) == 2:
                 sums[parts[1].lstrip("*")] = parts[0].lower()
         return {name: sums.get(name) for name in FILES.values()}
     return {name: KNOWN_SHA256["mnist"][name] for name in FILES.values()}
+
+
+def read_checksum_lines(path: Path) -> list[str]:
+    """The lines of a SHA256SUMS file, refusing one that cannot be read or is too large to be one."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_CHECKSUM_FILE + 1)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(text) > MAX_CHECKSUM_FILE:
+        raise DataError(f"{path}: larger than {MAX_CHECKSUM_FILE} bytes, not a checksum list")
+    return text.decode("utf-8", errors="replace").splitlines()
 
 
 @dataclass
