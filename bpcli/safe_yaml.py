@@ -121,8 +121,9 @@ def _at(source: str, line: int | None) -> str:
 def _parse(text: str, source: str, numbered: bool) -> Document:
     if len(text) > MAX_BYTES:
         raise ConfigError(f"{source}: longer than {MAX_BYTES // 2**20} MiB; a config is a few KiB of YAML")
-    loader = _Loader(text, source, numbered)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text, source, numbered)  # its Reader refuses unprintable characters right here
         node = loader.get_single_node()
         if node is None:
             return Document(None, {})
@@ -137,7 +138,8 @@ def _parse(text: str, source: str, numbered: bool) -> Document:
             problem = f"a value cannot be read ({problem})"
         raise _Invalid(clip(problem), mark.line + 1 if mark is not None else None) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _check_tree(root: yaml.Node, source: str, numbered: bool = True) -> None:

@@ -92,6 +92,14 @@ def test_alias_bomb_in_name_and_in_set(tmp_path: Path) -> None:
     one_error(invoke("train", TINY, "--set", f"name={flow_bomb(6)}", "--print-config"), "--set name:", "alias")
 
 
+def test_unprintable_characters_are_not_yaml(tmp_path: Path) -> None:
+    """PyYAML's reader refuses control characters as it starts, before composing anything."""
+    one_error(invoke("train", write(tmp_path, "name: \x1b[31m\n"), "--print-config"), "cfg.yaml", "not valid YAML",
+              "special characters")
+    # In a --set value such text is not YAML, so it is taken as a string, which validation then judges.
+    one_error(invoke("train", TINY, "--set", "name=\x1b", "--print-config"), "--set", "name")
+
+
 def test_recursive_alias_is_refused(tmp_path: Path) -> None:
     one_error(invoke("train", write(tmp_path, "name: &x [1, *x]\n"), "--print-config"), "cfg.yaml:1", "recursive")
 
