@@ -56,6 +56,12 @@ class Checkpoint:
 def save(path: str | Path, ckpt: Checkpoint) -> None:
     """Write `ckpt` to `path` atomically. Non-finite parameters or optimizer state are refused, so the
     file at `path` (the last good checkpoint) is never replaced by one that could not be used."""
+    write_atomic(Path(path), encode(ckpt, str(path)))
+
+
+def encode(ckpt: Checkpoint, path: str = "checkpoint") -> bytes:
+    """The .npz bytes of `ckpt` (what `save` writes), refusing non-finite parameters or state; `path`
+    names the file in that refusal."""
     net = ckpt.network
     arrays: dict[str, Array] = {
         "format": np.array(FORMAT),
@@ -77,7 +83,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> None:
                                   "(NaN or inf); training diverged: lower training.learning_rate")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    write_atomic(Path(path), buffer.getvalue())
+    return buffer.getvalue()
 
 
 def _count_nonfinite(a: Array) -> str:

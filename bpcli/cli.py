@@ -130,12 +130,14 @@ def train_command(
     started = time.perf_counter()
     if log_format not in ("auto", "plain", "jsonl"):
         raise UsageError(f"--log-format {log_format!r}: expected auto, plain or jsonl")
-    cfg, plan = runner.resolve(config_path, overrides or [], resume)
+    cfg, plan, files = runner.resolve(config_path, overrides or [], resume)
     if print_config:
+        if files is not None:
+            files.release()
         console.print(cfg.to_yaml(), end="", highlight=False, soft_wrap=True, markup=False)
         return
     mode = runner.pick_mode(console, quiet, as_json, log_format)
-    code = runner.train(cfg, plan, out=out, force=force, mode=mode, console=console, err_console=err_console,
+    code = runner.train(cfg, plan, files, out=out, force=force, mode=mode, console=console, err_console=err_console,
                         started=started)
     if code:
         raise typer.Exit(code)

@@ -6,6 +6,7 @@ the run directory, turn SIGINT/SIGTERM into a checkpoint, and pick the view (liv
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -19,12 +20,14 @@ from rich.console import Console
 
 from bpcli import checkpoint as ckpt_io
 from bpcli import config as config_module
+from bpcli import resources
 from bpcli.config import Config
 from bpcli.data import Dataset, load_mnist
 from bpcli.errors import DivergenceError, UsageError
 from bpcli.render import train as view
-from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan
-from bpcli.train import Interrupted, RunFiles, Summary, Trainer, evaluate as evaluate_split, fit
+from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan, run_root
+from bpcli.rundir import COMMIT, RunDirError, RunFiles
+from bpcli.train import Interrupted, Summary, Trainer, evaluate as evaluate_split, fit
 
 
 class StopFlag:
@@ -76,15 +79,25 @@ def load_data(cfg: Config) -> Dataset:
     )
 
 
-def resolve(config_path: Path | None, overrides: list[str], resume: Path | None) -> tuple[Config, ResumePlan | None]:
-    """The config `train` runs with: CONFIG with its overrides, or for `--resume` the run's own."""
+def resolve(
+    config_path: Path | None, overrides: list[str], resume: Path | None
+) -> tuple[Config, ResumePlan | None, RunFiles | None]:
+    """The config `train` runs with: CONFIG with its overrides, or for `--resume` the run's own. A run
+    to resume is locked and any commit a crash cut short is completed before its checkpoint is read."""
     if resume is not None:
-        p = resume_plan(resume, config_path, overrides)
-        return p.config, p
+        if not Path(resume).exists():
+            raise UsageError(f"--resume {resume}: no such run directory or checkpoint")
+        files = RunFiles.open(run_root(resume))
+        try:
+            p = resume_plan(resume, config_path, overrides)
+        except BaseException:
+            files.release()
+            raise
+        return p.config, p, files
     if config_path is None:
         raise UsageError("train needs a CONFIG file, e.g. `bpcli train configs/tiny.yaml`, or --resume RUN_DIR "
                          "to continue a run")
-    return config_module.load(config_path, overrides), None
+    return config_module.load(config_path, overrides), None, None
 
 
 Mode = Literal["live", "plain", "jsonl", "quiet", "json"]
@@ -120,6 +133,7 @@ def _print_line(line: str) -> None:
 def train(
     cfg: Config,
     plan: ResumePlan | None,
+    files: RunFiles | None,
     out: Path | None,
     force: bool,
     mode: Mode,
@@ -127,8 +141,27 @@ def train(
     err_console: Console,
     started: float,
 ) -> int:
-    """Train as `cfg` says (continuing `plan` if given); returns the exit code: 0, or 130/143 after an
-    interrupt. Messages go to stderr when stdout carries JSON."""
+    """Train as `cfg` says (continuing `plan` in the locked `files` if given); returns the exit code: 0,
+    or 130/143 after an interrupt. Messages go to stderr when stdout carries JSON. The run directory's
+    lock is released on the way out."""
+    with contextlib.ExitStack() as unlock:
+        if files is not None:
+            unlock.callback(files.release)
+        return _train(cfg, plan, files, out, force, mode, console, err_console, started, unlock)
+
+
+def _train(
+    cfg: Config,
+    plan: ResumePlan | None,
+    files: RunFiles | None,
+    out: Path | None,
+    force: bool,
+    mode: Mode,
+    console: Console,
+    err_console: Console,
+    started: float,
+    unlock: contextlib.ExitStack,
+) -> int:
     say = err_console if mode in ("json", "jsonl") else console
     if plan is not None and out is not None:
         raise UsageError(f"--out cannot be used with --resume: the run continues in {plan.root}")
@@ -142,21 +175,26 @@ def train(
     for note in plan.notes if plan is not None else []:
         say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
 
-    files: RunFiles | None = None
     trainer: Trainer | None = None
     with StopFlag() as stop:
         try:
             data = load_data(cfg)
+            resources.check_training(cfg, len(data.train), max(len(data.validation), len(data.test)))
             if plan is None:
                 # Saved with an absolute data path, so the run can be resumed or evaluated from anywhere.
-                cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
+                path = str(Path(cfg.data.path).resolve())
+                cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=path))
             trainer = Trainer(cfg, data)
             if plan is not None:
+                ckpt_io.check_resumable(plan.checkpoint, plan.root)
                 trainer.restore(plan.checkpoint)
-                files = RunFiles(plan.root)
             else:
                 files = RunFiles.create(out if out is not None else RunFiles.default_root(cfg.name), force)
-            ckpt_io.write_atomic(files.config, cfg.to_yaml().encode())
+                unlock.callback(files.release)
+            assert files is not None
+            for note in files.notes:
+                say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
+            files.write("config.yaml", cfg.to_yaml().encode())
             summary = _fit(cfg, trainer, files, data, _view(mode, console), stop, started)
         except Interrupted:
             assert files is not None and trainer is not None
@@ -230,13 +268,26 @@ def _report(summary: Summary, mode: Mode, console: Console) -> None:
         view.summary(console, summary)
 
 
+def _settle(root: Path) -> None:
+    """Finish a commit a crash cut short in the run directory `root`, if no live run holds it; a live
+    run finishes its own, and a directory we may not write is read as it is."""
+    if not (root / COMMIT).is_file():
+        return
+    try:
+        RunFiles.open(root).release()
+    except RunDirError:
+        pass
+
+
 def evaluate(checkpoint_path: Path, data_path: Path | None, as_json: bool, console: Console) -> None:
     """Test accuracy and confusion matrix of the network in a checkpoint (a run directory means its
     last.npz, the network at the end of its latest epoch)."""
     started = time.perf_counter()
     source = Path(checkpoint_path) / "last.npz" if Path(checkpoint_path).is_dir() else Path(checkpoint_path)
+    _settle(source.parent)
     ckpt = ckpt_io.load(source)
     cfg = ckpt.config
+    resources.check_evaluation(cfg.model.layers, cfg.training.dtype, 10_000)
     data = load_mnist(data_path or cfg.data.path, validation_size=0, dtype=cfg.training.dtype)
     if data.input_size != cfg.model.layers[0] or data.classes != cfg.model.layers[-1]:
         raise UsageError(

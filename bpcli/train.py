@@ -8,43 +8,24 @@ inside the epoch is checkpointed, so a resumed run continues with bitwise-identi
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bpcli import checkpoint as ckpt_io
+from bpcli import resources
 from bpcli.config import Config
 from bpcli.data import Dataset, Split
-from bpcli.errors import ConfigError, DivergenceError, UsageError
+from bpcli.errors import ConfigError, DivergenceError
 from bpcli.network import Network, Workspace
 from bpcli.optim import Optimizer, learning_rate
+from bpcli.rundir import EpochMetrics, RunFiles, metrics_bytes  # noqa: F401 - RunFiles re-exported
 
 Array = np.ndarray
-
-
-@dataclass
-class EpochMetrics:
-    """One row of the per-epoch table and one line of metrics.jsonl.
-
-    train_loss and train_accuracy are running values over the epoch's mini-batches (no extra pass over
-    the training set); validation values are measured after the epoch. `seconds` is the epoch's
-    training compute, `eval_seconds` its validation pass.
-    """
-
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
-    learning_rate: float
-    seconds: float
-    eval_seconds: float
 
 
 @dataclass
@@ -72,13 +53,15 @@ class Interrupted(Exception):
     """Raised by the loop when `should_stop` returned true between two batches."""
 
 
-def evaluate(net: Network, split: Split, batch_size: int = 10_000) -> Evaluation:
+def evaluate(net: Network, split: Split, batch_size: int | None = None) -> Evaluation:
     """Mean cost, accuracy and confusion matrix of `net` on a whole split, in large batches.
 
     Large batches make each layer one big matrix product; one workspace serves all of them, so the
     (batch_size, n_l) arrays are allocated (and their pages faulted in) once per call, not per batch.
     """
     classes, n = net.sizes[-1], len(split)
+    # At most 10,000 rows at a time, fewer for wide networks, so that whatever trains can be evaluated.
+    batch_size = batch_size or resources.eval_batch_size(net.sizes, net.dtype)
     loss = 0.0
     predicted = np.empty(n, dtype=np.int64)
     workspace = Workspace(net, min(batch_size, n)) if n else None
@@ -258,72 +241,6 @@ class Trainer:
 
 
 @dataclass
-class RunFiles:
-    """The files of a run directory."""
-
-    root: Path
-
-    @classmethod
-    def create(cls, root: Path, force: bool = False) -> RunFiles:
-        """A new run directory at `root`; an existing non-empty one only with `force`."""
-        if root.exists() and not root.is_dir():
-            raise UsageError(f"--out {root}: exists and is not a directory; choose another path")
-        if root.is_dir() and any(root.iterdir()) and not force:
-            raise UsageError(
-                f"run directory {root} already exists; pass --force to overwrite it, --resume {root} to "
-                "continue it, or --out to choose another"
-            )
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            probe = root / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise UsageError(f"run directory {root} is not writable ({e.strerror}); choose another with --out") from None
-        return cls(root)
-
-    @staticmethod
-    def default_root(name: str, parent: Path = Path("runs")) -> Path:
-        """runs/<config name>-<timestamp>, with a suffix if two runs start in the same second."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        root = parent / f"{name}-{stamp}"
-        n = 2
-        while root.exists():
-            root = parent / f"{name}-{stamp}-{n}"
-            n += 1
-        return root
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def last(self) -> Path:
-        return self.root / "last.npz"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "best.npz"
-
-    def write_metrics(self, rows: list[EpochMetrics]) -> None:
-        text = "".join(json.dumps(asdict(r)) + "\n" for r in rows)
-        ckpt_io.write_atomic(self.metrics, text.encode())
-
-    def read_metrics(self) -> list[EpochMetrics]:
-        if not self.metrics.is_file():
-            return []
-        rows = []
-        for line in self.metrics.read_text().splitlines():
-            if line.strip():
-                rows.append(EpochMetrics(**json.loads(line)))
-        return rows
-
-
-@dataclass
 class Summary:
     """The outcome of `fit`: what `--json` prints (confusion aside) and the final table shows."""
 
@@ -397,7 +314,8 @@ def _fit(
         try:
             row = trainer.run_epoch(on_batch, should_stop)
         except Interrupted:
-            ckpt_io.save(files.last, trainer.checkpoint())
+            pos = trainer.position
+            files.commit({"last.npz": ckpt_io.encode(trainer.checkpoint())}, pos.epoch, pos.batch)
             raise
         rows.append(row)
         # With no validation set, the latest network counts as the best.
@@ -405,11 +323,13 @@ def _fit(
         improved = score > trainer.best_accuracy
         if improved:
             trainer.best_accuracy = score
-        state = trainer.checkpoint()
-        ckpt_io.save(files.last, state)
+        # The epoch's outputs become visible together (one commit), so a crash between two writes
+        # can no longer leave a missing metrics row or an older best.npz.
+        state = ckpt_io.encode(trainer.checkpoint())
+        blobs = {"last.npz": state, "metrics.jsonl": metrics_bytes(rows)}
         if improved:
-            ckpt_io.save(files.best, state)
-        files.write_metrics(rows)
+            blobs["best.npz"] = state
+        files.commit(blobs, trainer.position.epoch)
         if on_epoch_end is not None:
             on_epoch_end(row)
     test = evaluate(trainer.net, trainer.data.test)

@@ -37,7 +37,8 @@ def test_train_writes_the_run_directory_and_evaluate_reads_it(mnist_dir: Path, t
     summary = json.loads(result.output)
     assert 0.5 < summary["test_accuracy"] <= 1 and summary["epochs"] == 2 and summary["run_dir"] == str(out)
     assert {"test_loss", "seconds"} <= summary.keys()
-    assert sorted(p.name for p in out.iterdir()) == ["best.npz", "config.yaml", "last.npz", "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".bpcli.lock", ".commit.json", "best.npz", "config.yaml",
+                                                     "last.npz", "metrics.jsonl"]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= rows[0].keys()
