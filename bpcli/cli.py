@@ -7,6 +7,7 @@ into one red line on stderr and the error's exit code instead of a traceback.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -64,10 +65,33 @@ def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Call
                 return fn(*a, **k)
             except BpcliError as e:
                 fail(str(e), e.exit_code)
+            except (typer.Exit, typer.Abort, typer.TyperException):
+                raise
+            except KeyboardInterrupt:
+                fail("interrupted", 130)
+            except Exception as e:  # noqa: BLE001 - a bug in bpcli: exit 4, never 1 (a verdict) or a traceback
+                if debugging():
+                    raise
+                detail = shorten_line(f"{type(e).__name__}: {e}")
+                fail(f"internal error ({detail}); this is a bug in bpcli: please report it with the command you "
+                     f"ran (run it again with --debug or BPCLI_DEBUG=1 for the traceback)", INTERNAL_ERROR)
 
         return (group or app).command(*args, cls=_Command, **kwargs)(wrapper)
 
     return register
+
+
+INTERNAL_ERROR = 4
+_debug = False
+
+
+def debugging() -> bool:
+    return _debug or os.environ.get("BPCLI_DEBUG", "") not in ("", "0")
+
+
+def shorten_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -86,8 +110,11 @@ def _version(value: bool) -> None:
 def root(
     version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show the traceback of an internal error."),
 ) -> None:
     """bpcli: backpropagation you can train, verify and explain."""
+    global _debug
+    _debug = debug
 
 
 # Options shared by the commands that read a config.

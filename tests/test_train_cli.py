@@ -245,3 +245,20 @@ def test_help_reads_well_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_shell_completion_is_available() -> None:
     result = CliRunner().invoke(app, ["--show-completion", "bash"])
     assert result.exit_code == 0 and "_bpcli_completion" in result.output
+
+
+def test_an_internal_error_is_exit_4_and_one_line(finished_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("operands could not be broadcast\n  together with shapes (3,) (4,)")
+
+    monkeypatch.setattr(runner, "evaluate", broken)
+    result = CliRunner().invoke(app, ["evaluate", str(finished_run)])
+    assert result.exit_code == 4 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        "error: internal error (ValueError: operands could not be broadcast together with shapes (3,) (4,)); this is "
+        "a bug in bpcli: please report it with the command you ran (run it again with --debug or BPCLI_DEBUG=1 for "
+        "the traceback)"]
+    for argv, env in ((["--debug", "evaluate", str(finished_run)], {}),
+                      (["evaluate", str(finished_run)], {"BPCLI_DEBUG": "1"})):
+        debugged = CliRunner().invoke(app, argv, env=env)
+        assert isinstance(debugged.exception, ValueError)  # the traceback is shown, not swallowed
