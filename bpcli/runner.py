@@ -23,7 +23,7 @@ from bpcli import config as config_module
 from bpcli import resources
 from bpcli.config import Config
 from bpcli.data import Dataset, load_mnist
-from bpcli.errors import DivergenceError, UsageError
+from bpcli.errors import CheckpointError, DivergenceError, UsageError
 from bpcli.render import train as view
 from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan, run_root
 from bpcli.rundir import COMMIT, RunDirError, RunFiles
@@ -187,7 +187,10 @@ def _train(
             trainer = Trainer(cfg, data)
             if plan is not None:
                 ckpt_io.check_resumable(plan.checkpoint, plan.root)
-                trainer.restore(plan.checkpoint)
+                try:
+                    trainer.restore(plan.checkpoint)
+                except CheckpointError as e:
+                    raise CheckpointError(f"--resume {plan.root}: {e}") from None
             else:
                 files = RunFiles.create(out if out is not None else RunFiles.default_root(cfg.name), force)
                 unlock.callback(files.release)

@@ -20,7 +20,7 @@ from bpcli import checkpoint as ckpt_io
 from bpcli import resources
 from bpcli.config import Config
 from bpcli.data import Dataset, Split
-from bpcli.errors import ConfigError, DivergenceError
+from bpcli.errors import CheckpointError, ConfigError, DivergenceError
 from bpcli.network import Network, Workspace
 from bpcli.optim import Optimizer, learning_rate
 from bpcli.rundir import EpochMetrics, RunFiles, metrics_bytes  # noqa: F401 - RunFiles re-exported
@@ -226,7 +226,17 @@ class Trainer:
         )
 
     def restore(self, ckpt: ckpt_io.Checkpoint) -> None:
-        """Continue from `ckpt`: parameters, optimizer state, generator and position inside the run."""
+        """Continue from `ckpt`: parameters, optimizer state, generator and position inside the run.
+
+        `checkpoint.load` has checked every field on its own; what only the data can tell is checked
+        here: the position must lie inside an epoch of this training set."""
+        batch = int(ckpt.rng_state.get("position", {}).get("batch", 0))
+        if batch > self.steps_per_epoch:
+            raise CheckpointError(
+                f"checkpoint of epoch {ckpt.epoch}: its position is batch {batch}, beyond the {self.steps_per_epoch} "
+                "batches of an epoch of this data; it is damaged or belongs to another dataset: resume from best.npz "
+                "or start a new run"
+            )
         for l in self.net.layers:
             self.net.w[l][...] = ckpt.network.w[l]
             self.net.b[l][...] = ckpt.network.b[l]

@@ -121,7 +121,7 @@ def test_a_crash_at_every_write_step_resumes_to_the_uninterrupted_run(
 def test_kill_9_at_a_random_moment_then_resume_is_the_uninterrupted_run(
     mnist_dir: Path, tmp_path: Path
 ) -> None:
-    sets = [f"data.path={mnist_dir}", "data.limit=3000", "data.validation_size=500", "training.epochs=8",
+    sets = [f"data.path={mnist_dir}", "data.limit=3000", "data.validation_size=500", "training.epochs=40",
             "training.batch_size=10"]
     argv = [sys.executable, "-m", "bpcli", "train", TINY, *[a for s in sets for a in ("--set", s)], "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -225,3 +225,41 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(mnist_dir: Path
     assert f"note: took over the lock of process {dead.stdout.strip()} in {out}, which is no longer running" \
         in result.stderr
     assert json.loads(result.stdout)["epochs"] == 2
+
+
+def test_a_position_beyond_the_epoch_is_refused_on_resume(straight: Path, tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    root.mkdir()
+    for p in straight.iterdir():
+        (root / p.name).write_bytes(p.read_bytes())
+    ckpt = checkpoint.load(root / "last.npz")
+    ckpt.rng_state["position"]["batch"] = ckpt.step  # within what load can check, beyond an epoch of 8 batches
+    ckpt.rng_state["position"]["epoch_rng_state"] = ckpt.rng_state["rng"]
+    ckpt.config = config.load(TINY, [f"data.path={ckpt.config.data.path}", "data.limit=400",
+                                     "data.validation_size=100", "training.epochs=3",
+                                     "training.optimizer.name=momentum", "training.batch_size=50"])
+    checkpoint.save(root / "last.npz", ckpt)
+    (root / rundir.COMMIT).unlink()
+    result = CliRunner().invoke(app, ["train", "--resume", str(root)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (f"error: --resume {root}: checkpoint of epoch 2: its position is batch {ckpt.step}, beyond the 8 "
+            "batches of an epoch of this data") in result.output
+
+
+def test_two_sigterms_10_ms_apart_give_one_message_and_a_resumable_run(mnist_dir: Path, tmp_path: Path) -> None:
+    sets = [f"data.path={mnist_dir}", "data.limit=3000", "data.validation_size=500", "training.epochs=30",
+            "training.batch_size=10"]
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bpcli", "train", TINY, *[a for s in sets for a in ("--set", s)],
+                             "--out", str(run), "--quiet"], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not (run / rundir.COMMIT).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, output
+    assert output.count("SIGTERM: stopped at epoch") == 1 and output.count("resume with:") == 1
+    assert checkpoint.load(run / "last.npz").epoch < 30
