@@ -2,6 +2,8 @@
 
 Nothing is computed here; every string and number comes from `bpcli.explain`. Colours carry one
 meaning throughout: symbols cyan, types green, shapes magenta, numbers yellow, sources dim.
+Each section takes the terminal's width: where its wide table would be cut, `render/explain_narrow.py`
+draws the narrow form (a column dropped, or each row's fields stacked as lines).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from rich.text import Text
 
 from bpcli.explain import (
     SECTIONS,
-    TITLES,
     Equation,
     Explanation,
     Graph,
@@ -31,16 +32,11 @@ from bpcli.explain import (
     trace_rows,
     weight_ranges,
 )
+from bpcli.render import explain_narrow as narrow
+from bpcli.render.explain_narrow import NARROW, NUMBER, SHAPE, SOURCE, SYMBOL, TYPE, dims, fits, lines
+from bpcli.render.explain_narrow import title as _title
 
-SYMBOL = "bold cyan"
-TYPE = "green"
-SHAPE = "magenta"
-NUMBER = "yellow"
-SOURCE = "dim"
-
-
-def _title(name: str) -> str:
-    return f"[bold]{SECTIONS.index(name) + 1} · {TITLES[name]}[/]"
+WIDE = 120  # a section drawn without a width gets its wide form, as at 120 columns
 
 
 def _table(name: str | None = None, caption: str | None = None, **kwargs: object) -> Table:
@@ -48,15 +44,6 @@ def _table(name: str | None = None, caption: str | None = None, **kwargs: object
                  caption=Text(caption, style="dim") if caption else None,
                  caption_justify="left", box=box.SIMPLE_HEAD, header_style="bold", expand=False,
                  pad_edge=False, **kwargs)  # type: ignore[arg-type]
-
-
-def _dims(d: tuple[int, ...] | None) -> str:
-    return " x ".join(count(v) for v in d) if d else "-"
-
-
-def _lines(*parts: tuple[str, str]) -> Text:
-    """Plain strings (never parsed as markup, so w[l] stays w[l]) joined into one styled Text."""
-    return Text("\n").join(Text(text, style=style) for text, style in parts)
 
 
 def bullets(items: list[str], numbered: bool = False, style: str = "") -> Table:
@@ -84,70 +71,105 @@ def header(model: Explanation) -> Panel:
 # -- the sections ---------------------------------------------------------------------------------------
 
 
-def notation(model: Explanation) -> RenderableType:
-    """symbol | its type in general, then for this network | its meaning, then the array that holds it."""
+def notation(model: Explanation, width: int = WIDE) -> RenderableType:
+    """symbol | its type in general, then for this network | its meaning, then the array that holds it.
+    Below NARROW columns the type lines stand above the meaning in one column, which wraps the prose
+    less than two columns of half the width."""
     assert model.notation is not None
     t = _table("notation", caption=f"Types are per example. The code stacks a batch of m = {model.batch_size} "
                                    "examples as rows, which adds the leading dimension of the arrays.")
     t.add_column("symbol", style=SYMBOL, no_wrap=True)
-    t.add_column(f"type  ·  in {escape(model.name)}", ratio=2)
-    t.add_column(f"meaning  ·  in the code (m = {model.batch_size})", ratio=3)
+    if width >= NARROW:
+        t.add_column(f"type  ·  in {escape(model.name)}", ratio=2)
+        t.add_column(f"meaning  ·  in the code (m = {model.batch_size})", ratio=3)
+    else:
+        t.add_column(f"type  ·  in {escape(model.name)}\nmeaning  ·  in the code (m = {model.batch_size})")
     for sym in model.notation:
-        t.add_row(Text(sym.symbol), _lines((sym.general, TYPE), (sym.concrete, SHAPE)),
-                  _lines((sym.meaning, ""), (sym.code, SOURCE)), end_section=True)
+        if width >= NARROW:
+            t.add_row(Text(sym.symbol), lines((sym.general, TYPE), (sym.concrete, SHAPE)),
+                      lines((sym.meaning, ""), (sym.code, SOURCE)), end_section=True)
+        else:
+            t.add_row(Text(sym.symbol), narrow.notation_cell(sym), end_section=True)
     return t
 
 
-def layers(model: Explanation) -> RenderableType:
+def _layers_caption(model: Explanation) -> str:
+    return (f"z^l, a^l and delta^l are vectors in R^(n_l) per example; the arrays z[l], a[l] and "
+            f"delta[l] add the batch dimension m = {model.batch_size}.")
+
+
+def _layers_table(model: Explanation, vectors: bool = True) -> Table:
+    """One row per layer. `vectors=False` leaves out the z^l a^l delta^l column: it only repeats n_l
+    (the caption says they are in R^(n_l)), so it is the one to drop first when the table is too wide."""
     ls = model.layers
-    m = model.batch_size
-    t = _table("layers", show_footer=True,
-               caption=f"z^l, a^l and delta^l are vectors in R^(n_l) per example; the arrays z[l], a[l] and "
-                       f"delta[l] add the batch dimension m = {m}.")
+    t = _table("layers", show_footer=True, caption=_layers_caption(model))
     t.add_column("l", justify="right", style=SYMBOL)
     t.add_column("n_l", justify="right")
     t.add_column("sigma", footer="total")
     t.add_column("w^l", style=SHAPE, justify="right")
     t.add_column("b^l", style=SHAPE, justify="right")
-    t.add_column("z^l a^l delta^l", style=SHAPE, justify="right", no_wrap=True)
+    if vectors:
+        t.add_column("z^l a^l delta^l", style=SHAPE, justify="right", no_wrap=True)
     t.add_column("(m, n_l)", style=SHAPE, justify="right")
     t.add_column("weights", justify="right", style=NUMBER, footer=count(ls.n_w))
     t.add_column("biases", justify="right", style=NUMBER, footer=count(ls.n_b))
     t.add_column("params", justify="right", style=NUMBER, footer=count(ls.n_params))
     for r in ls.layers:
-        vectors = f"R^{count(r.n)}" if r.l > 1 else f"a^1 in R^{count(r.n)}"
-        t.add_row(str(r.l), count(r.n), r.activation or Text("input", style="dim"), _dims(r.w), _dims(r.b),
-                  vectors, shape(r.batch), count(r.weights), count(r.biases), count(r.params))
+        vector = [f"R^{count(r.n)}" if r.l > 1 else f"a^1 in R^{count(r.n)}"] if vectors else []
+        t.add_row(str(r.l), count(r.n), r.activation or Text("input", style="dim"), dims(r.w), dims(r.b),
+                  *vector, shape(r.batch), count(r.weights), count(r.biases), count(r.params))
+    return t
+
+
+def layers(model: Explanation, width: int = WIDE) -> RenderableType:
+    """The whole table where it fits; without the z^l a^l delta^l column where that fits; otherwise one
+    block of lines per layer. Chosen by the table's natural width, so a network with wider counts
+    changes layout at its own width and no cell is ever shrunk to '…'."""
+    ls = model.layers
+    tables = (_layers_table(model), _layers_table(model, vectors=False))
+    fitting = [t for t in tables if fits(t, width)]
+    body = fitting[0] if fitting else narrow.layers(_title("layers"), _layers_caption(model), ls.layers)
     memory = Text.from_markup(
         f"n_w + n_b = [{NUMBER}]{count(ls.n_w)}[/] + [{NUMBER}]{count(ls.n_b)}[/] = "
         f"[{NUMBER}]{count(ls.n_params)}[/] parameters x {ls.itemsize} bytes ({ls.dtype}) = "
         f"[{NUMBER}]{count(ls.bytes)}[/] bytes ({human_bytes(ls.bytes)})"
     )
-    return Group(t, Padding(memory, (0, 0, 0, 1)))
+    return Group(body, Padding(memory, (0, 0, 0, 1)))
 
 
-def cost(model: Explanation) -> RenderableType:
+def cost(model: Explanation, width: int = WIDE) -> RenderableType:
+    """The cost's formulas and types, then where each block of parameters sits in theta: a table where
+    it fits inside the panel, otherwise three lines per block, so that no range or formula is cut."""
     c = model.cost
     assert c is not None
+    rows = [("per example", Text(c.per_example, style=SYMBOL)), ("mini-batch", Text(c.batch_mean)),
+            ("type", Text(c.general_type, style=TYPE)), ("here", Text(c.concrete_type, style=TYPE)),
+            ("output error", lines((c.output_delta, SYMBOL), (c.output_delta_why, SOURCE)))]
     formulas = Table.grid(padding=(0, 2))
-    formulas.add_column(style="bold", no_wrap=True)
-    formulas.add_column()
-    formulas.add_row("per example", Text(c.per_example, style=SYMBOL))
-    formulas.add_row("mini-batch", Text(c.batch_mean))
-    formulas.add_row("type", Text(c.general_type, style=TYPE))
-    formulas.add_row("here", Text(c.concrete_type, style=TYPE))
-    formulas.add_row("output error", _lines((c.output_delta, SYMBOL), (c.output_delta_why, SOURCE)))
-    blocks = _table(caption="Each w^l lies in w row by row (j, then k); theta = (w, b) puts all of w first.")
-    blocks.title = "[bold]The domain of C, unrolled into one vector[/]"
-    blocks.add_column("block", style=SYMBOL)
-    blocks.add_column("shape", style=SHAPE, justify="right")
-    blocks.add_column("size", style=NUMBER, justify="right")
-    blocks.add_column("in w or b", justify="right")
-    blocks.add_column("in theta", justify="right")
-    blocks.add_column("one entry", style=SOURCE)
+    if width >= NARROW:
+        formulas.add_column(style="bold", no_wrap=True)
+        formulas.add_column()
+        for label, text in rows:
+            formulas.add_row(label, text)
+    else:  # each label above its formula, which then has the whole width and wraps less
+        for label, text in rows:
+            formulas.add_row(Text(label, style="bold"))
+            formulas.add_row(Padding(text, (0, 0, 0, 2)))
+    heading = "[bold]The domain of C, unrolled into one vector[/]"
+    caption = "Each w^l lies in w row by row (j, then k); theta = (w, b) puts all of w first."
+    table = _table(caption=caption)
+    table.title = heading
+    table.add_column("block", style=SYMBOL)
+    table.add_column("shape", style=SHAPE, justify="right")
+    table.add_column("size", style=NUMBER, justify="right")
+    table.add_column("in w or b", justify="right")
+    table.add_column("in theta", justify="right")
+    table.add_column("one entry", style=SOURCE)
     for b in c.blocks:
-        blocks.add_row(b.symbol, _dims(b.shape), count(b.size), Text(f"{b.kind}[{b.offset}:{b.end}]"),
-                       Text(f"theta[{b.theta_offset}:{b.theta_end}]"), Text(b.index))
+        table.add_row(b.symbol, dims(b.shape), count(b.size), Text(f"{b.kind}[{b.offset}:{b.end}]"),
+                      Text(f"theta[{b.theta_offset}:{b.theta_end}]"), Text(b.index))
+    inside = width - 4  # the panel's border and padding take 4 columns
+    blocks = table if fits(table, inside) else narrow.blocks(heading, caption, c.blocks)
     body = Group(
         Text.from_markup(f"[bold]{escape(c.kind)}[/]  [dim]({c.name} with a {c.output} output)[/]\n"),
         formulas, Text(""), bullets(c.fixed), Text(""), blocks,
@@ -155,23 +177,31 @@ def cost(model: Explanation) -> RenderableType:
     return Panel(body, title=_title("cost"), title_align="left", box=box.ROUNDED, border_style="blue")
 
 
-def _steps(title: str, rows: list[Equation]) -> Panel:
-    """Each step as a small card: the equation, then its shapes, code and inputs on labelled lines."""
+def _steps(title: str, rows: list[Equation], width: int = WIDE) -> Panel:
+    """Each step as a small card: the equation, then its shapes, code and inputs on labelled lines.
+    Below NARROW columns `l = 2` moves into the label column, leaving the formulas 9 columns more."""
+    wide = width >= NARROW
     grid = Table.grid(padding=(0, 2))
-    grid.add_column(style=SYMBOL, no_wrap=True, justify="right")
-    grid.add_column(style="dim", no_wrap=True)
+    if wide:
+        grid.add_column(style=SYMBOL, no_wrap=True, justify="right")
+    grid.add_column(style="dim", no_wrap=True, justify="left" if wide else "right")
     grid.add_column()
     for i, r in enumerate(rows):
         if i:
-            grid.add_row("", "", "")
-        grid.add_row(f"l = {r.l}", "", Text(r.math, style="bold"))
-        grid.add_row("", "shapes", Text(r.shapes, style=SHAPE))
-        grid.add_row("", "code", Text(r.code, style=SOURCE))
-        grid.add_row("", "uses", Text(r.uses))
+            grid.add_row(*[""] * len(grid.columns))
+        fields = [("shapes", Text(r.shapes, style=SHAPE)), ("code", Text(r.code, style=SOURCE)), ("uses", Text(r.uses))]
+        if wide:
+            grid.add_row(f"l = {r.l}", "", Text(r.math, style="bold"))
+            for label, text in fields:
+                grid.add_row("", label, text)
+        else:
+            grid.add_row(Text(f"l = {r.l}", style=SYMBOL), Text(r.math, style="bold"))
+            for label, text in fields:
+                grid.add_row(label, text)
     return Panel(grid, title=f"[bold]{title}[/]", title_align="left", box=box.ROUNDED, border_style="dim")
 
 
-def equations(model: Explanation) -> RenderableType:
+def equations(model: Explanation, width: int = WIDE) -> RenderableType:
     e = model.equations
     assert e is not None
     induction = _table()
@@ -180,15 +210,19 @@ def equations(model: Explanation) -> RenderableType:
     induction.add_column("definition")
     for i in e.induction:
         induction.add_row(f"C^{i.l}", i.type, Text(i.definition))
+    # Rich cuts a panel title that does not fit, silently; then "why an induction" opens the panel instead.
+    title = _title("equations") + " [dim]· why an induction[/]"
+    why: RenderableType = bullets(e.why, numbered=True)
+    if Text.from_markup(title).cell_len + 6 > width:
+        title, why = _title("equations"), Group(Text("why an induction", style="dim"), why)
     return Group(
-        Panel(bullets(e.why, numbered=True), title=_title("equations") + " [dim]· why an induction[/]",
-              title_align="left", box=box.ROUNDED, border_style="blue"),
+        Panel(why, title=title, title_align="left", box=box.ROUNDED, border_style="blue"),
         Padding(Text.from_markup("[bold]The cost seen from layer l[/]: C = C^l(z^l), and delta^l is the "
                                  "gradient of C^l at z^l"), (0, 0, 0, 1)),
         Padding(induction, (0, 0, 1, 1)),
-        _steps("Forward pass, l = 2..L: keep every z^l and a^l", e.forward),
-        _steps("Backward pass, l = L..2: each delta from the next one", e.backward),
-        _steps("Gradients: one delta times one stored activation", e.gradients),
+        _steps("Forward pass, l = 2..L: keep every z^l and a^l", e.forward, width),
+        _steps("Backward pass, l = L..2: each delta from the next one", e.backward, width),
+        _steps("Gradients: one delta times one stored activation", e.gradients, width),
         Panel(bullets(e.order, numbered=True), title="[bold]Order of the computation[/]", title_align="left",
               box=box.ROUNDED, border_style="dim"),
     )
@@ -220,13 +254,26 @@ def _spine(model: Explanation, graph: Graph) -> Text:
     return out
 
 
-def graph(model: Explanation) -> RenderableType:
+def graph(model: Explanation, width: int = WIDE) -> RenderableType:
+    """The spine, the notes, then every node with its inputs: a table from NARROW columns up, below
+    that each node on its own line with what it computes and what feeds it underneath."""
     g = model.graph
     assert g is not None
     notes = bullets(g.notes + [f"layer {l}: {text}" for l, text in g.detail.items()], style=SOURCE)
-    listing = _table(caption=f"{len(g.nodes)} nodes, {len(g.edges)} edges in all. "
-                             "Export them with --graph mermaid or --graph dot.")
-    listing.title = "[bold]Each node with inputs, in the order of computation[/]"
+    heading = "[bold]Each node with inputs, in the order of computation[/]"
+    caption = f"{len(g.nodes)} nodes, {len(g.edges)} edges in all. Export them with --graph mermaid or --graph dot."
+    if width >= NARROW:
+        listing: RenderableType = _listing(g, heading, caption)
+    else:
+        listing = narrow.graph_listing(heading, caption, g)
+    spine = Panel(_spine(model, g), title=_title("graph"), title_align="left", box=box.ROUNDED,
+                  border_style="blue", subtitle="[dim]weights and biases are nodes[/]", subtitle_align="right")
+    return Group(spine, Padding(notes, (0, 0, 1, 1)), listing)
+
+
+def _listing(g: Graph, heading: str, caption: str) -> Table:
+    listing = _table(caption=caption)
+    listing.title = heading
     listing.add_column("node", style=SYMBOL, no_wrap=True)
     listing.add_column("computes", ratio=1)
     listing.add_column("fed by", ratio=1)
@@ -234,24 +281,26 @@ def graph(model: Explanation) -> RenderableType:
         if isinstance(row, int):
             listing.add_row("⋮", Text(f"… {row} more, wired the same way", style=SOURCE), "")
             continue
-        node, sources = row
-        listing.add_row(Text(node.label), Text(node.computes), _sources(sources))
-    spine = Panel(_spine(model, g), title=_title("graph"), title_align="left", box=box.ROUNDED,
-                  border_style="blue", subtitle="[dim]weights and biases are nodes[/]", subtitle_align="right")
-    return Group(spine, Padding(notes, (0, 0, 1, 1)), listing)
+        node, inputs = row
+        listing.add_row(Text(node.label), Text(node.computes), narrow.sources(inputs))
+    return listing
 
 
-def _sources(labels: list[str]) -> Text:
-    """A node's inputs, coloured by kind: weights yellow, biases red, activations cyan."""
-    out = Text()
-    for i, label in enumerate(labels):
-        if i:
-            out.append(", ")
-        out.append(label, style={"w": "yellow", "b": "red", "a": "cyan", "z": "cyan", "x": "cyan"}.get(label[:1], ""))
-    return out
+def _trace_table(rows: list[tuple[str, str, str]]) -> Table:
+    steps = _table()
+    steps.add_column("quantity", style=SYMBOL, no_wrap=True)
+    steps.add_column("value", style=NUMBER, justify="right", no_wrap=True)
+    steps.add_column("from")
+    for q, v, how in rows:
+        if q.startswith("dC/dw^"):
+            steps.add_section()
+        steps.add_row(Text(q), Text(v), Text(how, style=SOURCE))
+    return steps
 
 
-def trace(model: Explanation) -> RenderableType:
+def trace(model: Explanation, width: int = WIDE) -> RenderableType:
+    """The chain from the weight to C, each quantity with its value and origin (stacked below NARROW
+    columns, where the origin column would be a word wide), the sum inside delta, and the check."""
     t = model.trace
     assert t is not None
     intro = Text.from_markup(
@@ -262,14 +311,7 @@ def trace(model: Explanation) -> RenderableType:
         if i:
             intro.append(" → ", style="dim")
         intro.append(node, style="bold yellow" if i == 0 else SYMBOL)
-    steps = _table()
-    steps.add_column("quantity", style=SYMBOL, no_wrap=True)
-    steps.add_column("value", style=NUMBER, justify="right", no_wrap=True)
-    steps.add_column("from")
-    for q, v, how in trace_rows(t):
-        if q.startswith("dC/dw^"):
-            steps.add_section()
-        steps.add_row(Text(q), Text(v), Text(how, style=SOURCE))
+    steps = _trace_table(trace_rows(t)) if width >= NARROW else narrow.trace_steps(trace_rows(t))
     parts: list[RenderableType] = [intro, steps]
     if t.terms:
         terms = _table()
@@ -288,7 +330,8 @@ def trace(model: Explanation) -> RenderableType:
     return Panel(Group(*parts), title=_title("trace"), title_align="left", box=box.ROUNDED, border_style="blue")
 
 
-RENDERERS: dict[str, Callable[[Explanation], RenderableType]] = {
+# Each takes the terminal's width: below what a section's wide form needs, it draws a narrower one.
+RENDERERS: dict[str, Callable[[Explanation, int], RenderableType]] = {
     "notation": notation,
     "layers": layers,
     "cost": cost,
@@ -304,7 +347,7 @@ def render(console: Console, model: Explanation, hint: bool = False) -> None:
     for name in SECTIONS:
         if name in model.sections:
             console.print()
-            console.print(RENDERERS[name](model))
+            console.print(RENDERERS[name](model, console.width))
     if hint:
         console.print()
         console.print(Rule(style="dim"))
