@@ -242,7 +242,8 @@ class Network:
     ) -> Grads:
         """Backpropagation: the gradient of the batch-mean cost C with respect to every w^l and b^l.
 
-        delta^L = grad_a C (.) sigma'(z^L)                 (a^L - y for the matched output and cost)
+        delta^L = grad_a C (.) sigma'(z^L)                 (a^L - y for the matched output and cost,
+                                                            a^L sum_k y_k - y for softmax: any targets)
         delta^l = ((w^(l+1))^T delta^(l+1)) (.) sigma'(z^l)  for l = L-1 .. 2
                   (delta[l] = (delta[l+1] @ w[l+1]) * sigma'(z[l]), shape (m, n_l))
         dC/db^l = delta^l summed over the batch   (shape (n_l,))
