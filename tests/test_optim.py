@@ -191,6 +191,37 @@ def test_adam_takes_the_plain_gradient() -> None:
     assert Optimizer(OptimizerConfig(name="adam"), [np.ones(1)], [True], 0.0).gradient_scale(0.3) == 1.0
     assert Optimizer(OptimizerConfig(name="sgd"), [np.ones(1)], [True], 0.0).gradient_scale(0.3) == 0.3
     assert Optimizer(OptimizerConfig(name="momentum"), [np.ones(1)], [True], 0.0).gradient_scale(0.3) == 0.3
+    # A rate of 0 must not become the scale: backprop would hand over 0 * g and step could not
+    # recover eta g from it (eta / scaled = 0 / 0).
+    assert Optimizer(OptimizerConfig(name="sgd"), [np.ones(1)], [True], 0.0).gradient_scale(0.0) == 1.0
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_grads_given_scaled_give_the_same_step(name: str, scale: float) -> None:
+    # `step`'s contract: grads that are `scaled` times the gradient, announced as such, make the same
+    # update as the plain gradient, whatever the rule (the loop only ever scales for SGD and momentum,
+    # but the API promises it for all).
+    plain, scaled = np.ones((2, 2)), np.ones((2, 2))
+    opt_plain = Optimizer(OptimizerConfig(name=name), [plain], [True], 0.25)
+    opt_scaled = Optimizer(OptimizerConfig(name=name), [scaled], [True], 0.25)
+    for g in GRADS:
+        opt_plain.step([plain], [np.full((2, 2), g)], ETA)
+        opt_scaled.step([scaled], [np.full((2, 2), g * scale)], ETA, scaled=scale)
+        assert scaled == pytest.approx(plain, rel=1e-12)
+
+
+@pytest.mark.parametrize("eta", [1.0, 2.0])
+def test_sgd_and_momentum_at_other_learning_rates(eta: float) -> None:
+    # The update skips the multiplication by eta / scaled when that factor is 1; at other rates it
+    # must still happen. p = 1, g = 0.5: SGD 1 - 0.5 eta; momentum, two steps of the same g,
+    # p = 1 - 0.5 eta - (0.9 * 0.5 eta + 0.5 eta) = 1 - 1.45 eta.
+    for name, steps, expected in (("sgd", [0.5], 1 - 0.5 * eta), ("momentum", [0.5, 0.5], 1 - 1.45 * eta)):
+        p = np.ones(3)
+        opt = Optimizer(OptimizerConfig(name=name, momentum=0.9), [p], [True], 0.0)
+        for g in steps:
+            opt.step([p], [np.full(3, g)], eta)
+        assert p == pytest.approx(np.full(3, expected), abs=1e-15)
 
 
 # -- learning-rate schedules -------------------------------------------------------------------------
@@ -219,3 +250,10 @@ def test_cosine_schedule_endpoints_and_middle() -> None:
     assert lr[10] == pytest.approx(0.1 + 0.4 * 0.5 * (1 + math.cos(math.pi / 4)), abs=1e-15)
     assert lr[40] == pytest.approx(0.1, abs=1e-15) and lr[44] == pytest.approx(0.1, abs=1e-15)
     assert all(a > b for a, b in zip(lr[:40], lr[1:41]))  # strictly decreasing on the way down
+
+
+def test_cosine_schedule_of_a_single_update() -> None:
+    # One update in all: it runs at eta, and the end point (update 1) is the minimum.
+    cfg = ScheduleConfig(name="cosine", min_learning_rate=0.1)
+    assert learning_rate(cfg, 0.5, 0, steps_per_epoch=1, epochs=1) == pytest.approx(0.5, abs=1e-15)
+    assert learning_rate(cfg, 0.5, 1, steps_per_epoch=1, epochs=1) == pytest.approx(0.1, abs=1e-15)
