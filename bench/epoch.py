@@ -13,6 +13,8 @@ floor, ...) so that the machine's drift hits them alike; each time is the median
   softmax + cross-entropy (`F.cross_entropy` on logits, mean reduction), float32, on the CPU. Its
   batches are shuffled and sliced before the clock starts (pre-sliced tensors, no DataLoader), and it
   keeps no running loss or accuracy: both favour torch.
+- bpcli without its per-layer statistics (`Trainer(..., monitor=False)`): the "monitor" column is what
+  the statistics cost, bpcli / this - 1.
 - floor: only the matrix products every backprop epoch must do, per layer and batch: the forward
   product, the weight-gradient product and (for all but the first layer) the delta product, in NumPy
   with preallocated outputs, same shapes and dtype.
@@ -106,15 +108,16 @@ def bpcli_config(case: Case):
     )
 
 
-def bpcli_trainer(case: Case, data):
+def bpcli_trainer(case: Case, data, monitor: bool = True):
     from bpcli.train import Trainer
 
-    return Trainer(bpcli_config(case), data)
+    return Trainer(bpcli_config(case), data, monitor=monitor)
 
 
-def bpcli_epoch(case: Case, data) -> float:
-    """Seconds for one `Trainer.run_epoch()` (the Trainer is built before the clock starts)."""
-    trainer = bpcli_trainer(case, data)
+def bpcli_epoch(case: Case, data, monitor: bool = True) -> float:
+    """Seconds for one `Trainer.run_epoch()` (the Trainer is built before the clock starts); with
+    `monitor=False` without the per-layer statistics, to measure what they cost."""
+    trainer = bpcli_trainer(case, data, monitor)
     started = time.perf_counter()
     trainer.run_epoch()
     return time.perf_counter() - started
@@ -231,9 +234,10 @@ def measure(case: Case, data, repeats: int, with_torch: bool, warmup: bool) -> d
         floor.run(20)
         if with_torch:
             TorchEpoch(case, data).run(20)
-    times: dict[str, list[float]] = {"bpcli": [], "torch": [], "floor": []}
+    times: dict[str, list[float]] = {"bpcli": [], "bare": [], "torch": [], "floor": []}
     for r in range(repeats):
         times["bpcli"].append(bpcli_epoch(case, data))
+        times["bare"].append(bpcli_epoch(case, data, monitor=False))
         if with_torch:
             epoch = TorchEpoch(case, data, seed=r)  # built (and its batches sliced) before its clock starts
             times["torch"].append(epoch.run())
@@ -245,6 +249,8 @@ def measure(case: Case, data, repeats: int, with_torch: bool, warmup: bool) -> d
         "batch_size": case.batch_size,
         "activation": case.activation,
         "bpcli_s": med["bpcli"],
+        "bpcli_no_monitor_s": med["bare"],
+        "monitor_overhead": med["bpcli"] / med["bare"] - 1,
         "torch_s": med["torch"],
         "floor_s": med["floor"],
         "ratio_torch": med["bpcli"] / med["torch"] if med["torch"] else None,
@@ -256,7 +262,7 @@ def table(results: list[dict], title: str):
     from rich.table import Table
 
     t = Table(title=title)
-    for name in ("case", "bpcli s", "torch s", "floor s", "bpcli/torch", "bpcli/floor", "peak RSS MB"):
+    for name in ("case", "bpcli s", "torch s", "floor s", "bpcli/torch", "bpcli/floor", "monitor", "peak RSS MB"):
         t.add_column(name, justify="left" if name == "case" else "right")
     for r in results:
         t.add_row(
@@ -266,6 +272,7 @@ def table(results: list[dict], title: str):
             f"{r['floor_s']:.3f}",
             f"{r['ratio_torch']:.2f}" if r["ratio_torch"] is not None else "-",
             f"{r['ratio_floor']:.2f}",
+            f"{100 * r['monitor_overhead']:+.1f}%",
             f"{r['peak_rss_mb']:.0f}",
         )
     return t

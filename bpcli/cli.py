@@ -142,6 +142,9 @@ def train_command(
     print_config: bool = typer.Option(False, "--print-config", metavar="", help="Print the resolved config and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Only the final summary line."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Only the final summary, as one JSON object."),
+    layers: bool = typer.Option(
+        True, "--layers/--no-layers", help="Show each layer's learning statistics (dC/dw RMS, update ratio, ...)."
+    ),
     log_format: str = typer.Option(
         "auto", "--log-format", metavar="auto|plain|jsonl",
         help="auto: a live view on a terminal, one line per epoch otherwise; jsonl: one JSON object per epoch.",
@@ -165,7 +168,7 @@ def train_command(
         return
     mode = runner.pick_mode(console, quiet, as_json, log_format)
     code = runner.train(cfg, plan, files, out=out, force=force, mode=mode, console=console, err_console=err_console,
-                        started=started)
+                        started=started, layers=layers)
     if code:
         raise typer.Exit(code)
 

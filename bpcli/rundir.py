@@ -57,6 +57,7 @@ class EpochMetrics:
     learning_rate: float
     seconds: float
     eval_seconds: float
+    layers: list[dict] | None = None  # monitor.LayerStats per layer l = 2..L, as plain dicts
 
 
 def metrics_bytes(rows: list[EpochMetrics]) -> bytes:

@@ -116,11 +116,11 @@ def pick_mode(console: Console, quiet: bool, as_json: bool, log_format: str) -> 
     return "live" if console.is_terminal and not console.is_dumb_terminal else "plain"
 
 
-def _view(mode: Mode, console: Console) -> view.TrainView:
+def _view(mode: Mode, console: Console, layers: bool) -> view.TrainView:
     if mode == "live":
-        return view.LiveView(console)
+        return view.LiveView(console, layers)
     if mode == "plain":
-        return view.PlainView(console)
+        return view.PlainView(console, layers)
     if mode == "jsonl":
         return view.JsonLinesView(_print_line)
     return view.QuietView()
@@ -140,6 +140,7 @@ def train(
     console: Console,
     err_console: Console,
     started: float,
+    layers: bool = True,
 ) -> int:
     """Train as `cfg` says (continuing `plan` in the locked `files` if given); returns the exit code: 0,
     or 130/143 after an interrupt. Messages go to stderr when stdout carries JSON. The run directory's
@@ -147,7 +148,7 @@ def train(
     with contextlib.ExitStack() as unlock:
         if files is not None:
             unlock.callback(files.release)
-        return _train(cfg, plan, files, out, force, mode, console, err_console, started, unlock)
+        return _train(cfg, plan, files, out, force, mode, console, err_console, started, layers, unlock)
 
 
 def _train(
@@ -160,6 +161,7 @@ def _train(
     console: Console,
     err_console: Console,
     started: float,
+    layers: bool,
     unlock: contextlib.ExitStack,
 ) -> int:
     say = err_console if mode in ("json", "jsonl") else console
@@ -198,7 +200,7 @@ def _train(
             for note in files.notes:
                 say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
             files.write("config.yaml", cfg.to_yaml().encode())
-            summary = _fit(cfg, trainer, files, data, _view(mode, console), stop, started)
+            summary = _fit(cfg, trainer, files, data, _view(mode, console, layers), stop, started)
         except Interrupted:
             assert files is not None and trainer is not None
             _report_interrupt(say, stop, trainer, files, mode)

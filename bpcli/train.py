@@ -21,6 +21,7 @@ from bpcli import resources
 from bpcli.config import Config
 from bpcli.data import Dataset, Split
 from bpcli.errors import CheckpointError, ConfigError, DivergenceError
+from bpcli.monitor import LayerMonitor
 from bpcli.network import Network, Workspace
 from bpcli.optim import Optimizer, learning_rate
 from bpcli.rundir import EpochMetrics, RunFiles, metrics_bytes  # noqa: F401 - RunFiles re-exported
@@ -99,7 +100,7 @@ def check_compatible(cfg: Config, data: Dataset) -> None:
 class Trainer:
     """Trains `net` on `data.train` as `cfg.training` says, one epoch per `run_epoch` call."""
 
-    def __init__(self, cfg: Config, data: Dataset, net: Network | None = None) -> None:
+    def __init__(self, cfg: Config, data: Dataset, net: Network | None = None, monitor: bool = True) -> None:
         check_compatible(cfg, data)
         t = cfg.training
         self.cfg = cfg
@@ -113,6 +114,9 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
         self.position = Position()
         self.best_accuracy = -1.0
+        # Per-layer learning statistics (bpcli/monitor.py); on by default, as they cost about 1% of an
+        # epoch (bench/epoch.py --monitor measures it).
+        self.monitor = LayerMonitor(self.net, self.steps_per_epoch) if monitor else None
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -154,6 +158,9 @@ class Trainer:
         # OpenBLAS to split. Under load from other processes 1 thread is the robust choice.
         started = time.perf_counter()
         eta = self.learning_rate()
+        monitor = self.monitor
+        if monitor is not None:
+            monitor.start_epoch()
         for batch in range(pos.batch, self.steps_per_epoch):
             if should_stop is not None and should_stop():
                 if batch == 0:
@@ -182,8 +189,16 @@ class Trainer:
             # Backprop computes the multiple of the gradient that the optimizer uses (eta g for SGD
             # and momentum): eta then scales the small delta^L instead of every dw^l, db^l.
             scale = self.optimizer.gradient_scale(eta)
+            watch = monitor is not None and monitor.sample(batch)
+            if watch:
+                monitor.forward(cache)  # type: ignore[union-attr]
             grads = net.backward(cache, yb, workspace=ws, scale=scale)
+            if watch:
+                monitor.backward(grads, scale)  # type: ignore[union-attr]
+                monitor.before_step()  # type: ignore[union-attr]
             self.optimizer.step(self.params, [g for l in net.layers for g in (grads.dw[l], grads.db[l])], eta, scale)
+            if watch:
+                monitor.after_step()  # type: ignore[union-attr]
             pos.step += 1
             pos.batch = batch + 1
             if on_batch is not None:
@@ -206,6 +221,7 @@ class Trainer:
             learning_rate=eta,
             seconds=seconds,
             eval_seconds=eval_seconds,
+            layers=[asdict(r) for r in monitor.epoch_stats()] if monitor is not None else None,
         )
         self.position = Position(epoch=pos.epoch + 1, step=pos.step)
         return metrics

@@ -37,8 +37,8 @@ def test_train_writes_the_run_directory_and_evaluate_reads_it(mnist_dir: Path, t
     summary = json.loads(result.output)
     assert 0.5 < summary["test_accuracy"] <= 1 and summary["epochs"] == 2 and summary["run_dir"] == str(out)
     assert {"test_loss", "seconds"} <= summary.keys()
-    assert sorted(p.name for p in out.iterdir()) == [".bpcli.lock", ".commit.json", "best.npz", "config.yaml",
-                                                     "last.npz", "metrics.jsonl"]
+    assert {".bpcli.lock", ".commit.json", "best.npz", "config.yaml", "last.npz", "metrics.jsonl"} <= {
+        p.name for p in out.iterdir()}
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= rows[0].keys()
@@ -59,7 +59,7 @@ def test_train_not_on_a_terminal_logs_one_line_per_epoch(mnist_dir: Path, tmp_pa
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("tiny: [784, 16, 10]") and str(tmp_path / "r") in lines[0]
-    assert [line.split("  ")[0] for line in lines[1:3]] == ["epoch 1/2", "epoch 2/2"]
+    assert [line.split("  ")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
     for text in ("train loss", "val loss", "confusion matrix", "test accuracy", str(tmp_path / "r")):
         assert text in result.output
     assert "\x1b" not in result.output

@@ -8,20 +8,24 @@ so the runner picks one and the training loop never knows which. Every number co
 
 from __future__ import annotations
 
+import io
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
 
 import numpy as np
 from rich import box
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from bpcli.render import layers as layer_view
 from bpcli.train import EpochMetrics, Summary
 
 WIDE = 72  # the epoch table's full headers need this many columns; below it, short headers
@@ -144,8 +148,10 @@ class LiveView:
     `PlainView`; training is never stopped by its display.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, layers: bool = True) -> None:
         self.console = console
+        self.layers = layers
+        self.layer_lines: list[Text] = []  # the latest epoch's per-layer table, shown above the bar
         self.live: Live | None = None
         self.fallback: PlainView | None = None
         self.epochs = self.examples = self.epoch = self.done = 0
@@ -176,6 +182,8 @@ class LiveView:
         if self.fallback is not None:
             self.fallback.epoch_end(row)
             return
+        if self.layers and row.layers:
+            self.layer_lines = layer_view.table_lines(row.layers, self.console.width - 3, row.epoch)
         # Printing while the live line is up puts the row above it.
         self._guard(lambda: self.console.print(row_line(row, self.epochs, self.console.width, best),
                                                no_wrap=True, overflow="ignore"))
@@ -184,6 +192,10 @@ class LiveView:
         if self.live is not None:
             live, self.live = self.live, None
             try:
+                # The live area goes (transient); the last per-layer table stays under the epoch rows.
+                live.update(Text(""), refresh=True)
+                for line in self.layer_lines:
+                    self.console.print(line, no_wrap=True, overflow="ignore")
                 live.stop()
             except Exception:  # the terminal may be gone (closed window); nothing left to show
                 pass
@@ -202,7 +214,7 @@ class LiveView:
 
     def _update(self, line: RenderableType) -> None:
         if self.live is not None:
-            self.live.update(line, refresh=True)
+            self.live.update(Group(*self.layer_lines, line), refresh=True)
 
     def _guard(self, draw: Callable[[], object]) -> None:
         """Run one drawing step; on any error stop drawing, say so once, and log plain lines instead."""
@@ -212,7 +224,7 @@ class LiveView:
             draw()
         except Exception as e:  # noqa: BLE001 - a display bug must not end a training run
             self.stop()
-            self.fallback = PlainView(self.console)
+            self.fallback = PlainView(self.console, self.layers)
             self.fallback.epochs = self.epochs
             self.console.print(f"warning: the live view stopped ({type(e).__name__}: {e}); training goes on, "
                                "one line per epoch", soft_wrap=True, highlight=False, markup=False)
@@ -222,8 +234,9 @@ class PlainView:
     """For a file or a pipe: a start line, then one flushed line per epoch as it ends; no progress bar
     and no escape codes, so `| tee log` shows the run as it goes."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, layers: bool = True) -> None:
         self.console = console
+        self.layers = layers
         self.epochs = 0
 
     def start(self, title: str, epochs: int, examples: int, run_dir: str) -> None:
@@ -238,6 +251,8 @@ class PlainView:
 
     def epoch_end(self, row: EpochMetrics) -> None:
         self._print(plain_line(row, self.epochs))
+        if self.layers and row.layers:
+            self._print(layer_view.plain_line(row.layers))
 
     def stop(self) -> None:
         pass
@@ -280,9 +295,47 @@ class QuietView(JsonLinesView):
 
 # -- evaluation -----------------------------------------------------------------------------------------
 
-def confusion_table(confusion: np.ndarray, width: int = 80) -> Table:
+def confusion_table(confusion: np.ndarray, width: int = 80, class_names: Sequence[str] = ()) -> Table:
     """Rows are true labels, columns predictions; the diagonal (correct) in green. Below 80 columns the
-    borders and column rules go, so that ten 4-digit columns and the recall fit in 60."""
+    borders and column rules go, so that ten 4-digit columns and the recall fit in 60.
+
+    Class names label the rows when the table still fits with them, and the columns when every name is
+    as short as a number (4 characters); otherwise the label numbers stand in, and `confusion_legend`
+    gives the names below the table. Numbers are never cut."""
+    classes = len(confusion)
+    names = list(class_names) if len(class_names) == classes else [str(c) for c in range(classes)]
+    short = all(len(n) <= 4 for n in names)
+    table = _confusion(confusion, width, names, names if short else [str(c) for c in range(classes)])
+    if short or _natural_width(table) <= width:
+        return table
+    return _confusion(confusion, width, [str(c) for c in range(classes)], [str(c) for c in range(classes)])
+
+
+def confusion_legend(confusion: np.ndarray, class_names: Sequence[str], width: int = 80) -> list[str]:
+    """'classes: 0 T-shirt/top · 1 Trouser · ...' in lines of at most `width` columns, never breaking a
+    name: the key to the numbered columns, when `confusion_table` could not use the names as headers."""
+    if len(class_names) != len(confusion) or all(len(n) <= 4 for n in class_names):
+        return []
+    lines, line = [], "classes:"
+    for c, name in enumerate(class_names):
+        entry = f"{c} {name}"
+        if len(line) + 3 + len(entry) > width and line.strip():
+            lines.append(line)
+            line = f"  {entry}"
+        else:
+            line += f" {entry}" if line.endswith(":") else f" · {entry}"
+    return lines + [line]
+
+
+# Wide enough that measuring never wraps.
+_MEASURE = Console(width=10_000, file=io.StringIO(), color_system=None)
+
+
+def _natural_width(table: Table) -> int:
+    return Measurement.get(_MEASURE, _MEASURE.options, table).maximum
+
+
+def _confusion(confusion: np.ndarray, width: int, rows: Sequence[str], columns: Sequence[str]) -> Table:
     classes = len(confusion)
     narrow = width < 80
     table = Table(title="confusion matrix (rows: true label, columns: predicted)", title_justify="left",
@@ -290,19 +343,25 @@ def confusion_table(confusion: np.ndarray, width: int = 80) -> Table:
                   padding=(0, 0, 0, 1) if narrow else (0, 1), show_edge=not narrow)
     table.add_column("", justify="right", style="bold", no_wrap=True)
     for c in range(classes):
-        table.add_column(str(c), justify="right", no_wrap=True)
+        table.add_column(escape(columns[c]), justify="right", no_wrap=True)
     table.add_column("recall", justify="right", style="italic", no_wrap=True)
     for r in range(classes):
         cells = [f"[green]{v}[/]" if r == c else (f"[red]{v}[/]" if v else "[dim]0[/]")
                  for c, v in enumerate(confusion[r])]
         total = confusion[r].sum()
-        table.add_row(str(r), *cells, f"{100 * confusion[r, r] / total:.1f}%" if total else "-")
+        table.add_row(escape(rows[r]), *cells, f"{100 * confusion[r, r] / total:.1f}%" if total else "-")
     return table
 
 
-def summary(console: Console, s: Summary) -> None:
+def _print_confusion(console: Console, confusion: np.ndarray, class_names: Sequence[str]) -> None:
+    console.print(confusion_table(confusion, console.width, class_names))
+    for line in confusion_legend(confusion, class_names, console.width):
+        console.print(line, highlight=False, markup=False)
+
+
+def summary(console: Console, s: Summary, class_names: Sequence[str] = ()) -> None:
     console.print()
-    console.print(confusion_table(s.confusion, console.width))
+    _print_confusion(console, s.confusion, class_names)
     best = (f", best validation accuracy {100 * s.best_val_accuracy:.2f}% at epoch {s.best_epoch}"
             if s.best_val_accuracy is not None else "")
     console.print(
@@ -320,9 +379,12 @@ def summary(console: Console, s: Summary) -> None:
 
 
 def evaluation(console: Console, confusion: np.ndarray, accuracy: float, loss: float, examples: int,
-               layers: list[int], epoch: int, source: str) -> None:
+               layers: list[int], epoch: int, source: str, class_names: Sequence[str] = (),
+               data_label: str = "") -> None:
     """What `bpcli evaluate` prints: the confusion matrix, the accuracy, and which checkpoint it was."""
-    console.print(confusion_table(confusion, console.width))
+    _print_confusion(console, confusion, class_names)
+    article = "an " if data_label.startswith("unverified") else ""
+    of = f" of {article}{escape(data_label)}" if data_label else ""
     console.print(f"[bold]test accuracy [green]{100 * accuracy:.2f}%[/green][/bold] (loss {loss:.4f}) on "
-                  f"{examples:,} examples; network {layers} after {epoch} epochs, from {escape(source)}",
+                  f"{examples:,} examples{of}; network {layers} after {epoch} epochs, from {escape(source)}",
                   soft_wrap=True, highlight=False)
