@@ -180,13 +180,15 @@ def test_damaged_file_in_dataset(tmp_path: Path, key: str, damage: object, needl
     assert_one_line(e, str(path), needle)
 
 
-def test_checksum_mismatch_against_known_mnist_sums(tmp_path: Path) -> None:
-    """Without SHA256SUMS a directory is checked against MNIST's own checksums."""
+def test_unknown_dataset_without_sha256sums_is_refused_naming_both_opt_ins(tmp_path: Path) -> None:
+    """Without SHA256SUMS, files that are no known dataset are an unknown dataset (it used to be checked
+    against MNIST's checksums and told to download MNIST again, whatever it was)."""
     d = write_dataset(tmp_path / "d")
     (d / CHECKSUM_FILE).unlink()
     with pytest.raises(DataError) as e:
         load_mnist(d, validation_size=5)
-    assert_one_line(e, FILES["train_images"], "checksum mismatch", "not the expected dataset")
+    assert_one_line(e, str(d), "unknown dataset", "data.verify: false", f"bpcli data verify {d} --write")
+    assert load_mnist(d, validation_size=5, verify=False).identity.label == "unverified dataset"
 
 
 @pytest.mark.parametrize(

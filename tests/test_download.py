@@ -29,12 +29,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bpcli import datasets
-from bpcli import download as dl
 from bpcli import fetch as fetch_module
 from bpcli.cli import app
 from bpcli.data import FILES, decompress, load_mnist
-from bpcli.download import DatasetSpec, FileSpec, download, part_path, verify_directory
+from bpcli.data import download as dl
+from bpcli.data import mirrors, registry, sums
+from bpcli.data.check import verify_path
+from bpcli.data.download import DatasetSpec, FileSpec, download, part_path
 from bpcli.errors import DataError, UsageError
 
 from conftest import CONFIGS
@@ -223,7 +224,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Local]:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.delenv(datasets.MIRRORS_ENV, raising=False)
+    monkeypatch.delenv(mirrors.MIRRORS_ENV, raising=False)
     srv = _Server()
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -262,7 +263,8 @@ def test_good_mirror_yields_verified_files_that_load(server: Local, tmp_path: Pa
     assert report.checksum_file == tmp_path / "SHA256SUMS"
     data = load_mnist(tmp_path, validation_size=8)
     assert len(data.train) == 32 and len(data.test) == 12
-    assert all(c.ok and not c.problem for c in verify_directory(tmp_path))
+    report = verify_path(tmp_path)
+    assert report.code == 0 and {c.state for c in report.checks} == {"listed"}  # by SHA256SUMS: "tiny" is no known dataset
 
 
 def test_verified_files_are_not_downloaded_again(server: Local, tmp_path: Path) -> None:
@@ -352,24 +354,24 @@ def test_a_stale_part_file_is_discarded_and_fetched_again(server: Local, tmp_pat
 
 
 def test_mirrors_from_the_environment(server: Local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(datasets.MIRRORS_ENV, f"{server.url('missing')}, {server.url('good')}")
+    monkeypatch.setenv(mirrors.MIRRORS_ENV, f"{server.url('missing')}, {server.url('good')}")
     report = download(spec((f"http://127.0.0.1:{_closed_port()}/never-used/",)), tmp_path, timeout=TIMEOUT)
     assert report.files[0].url == server.url("good") + NAMES[0]
     # --mirror beats the environment.
-    assert datasets.resolve_mirrors(spec(()), ["file:///x/"]) == ("file:///x/",)
+    assert mirrors.resolve_mirrors(spec(()), ["file:///x/"]) == ("file:///x/",)
 
 
 def test_bad_mirror_url_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="not a mirror URL"):
-        datasets.resolve_mirrors(spec(()), ["ftp://example.invalid/"])
+        mirrors.resolve_mirrors(spec(()), ["ftp://example.invalid/"])
 
 
 def test_known_datasets_have_mirrors_and_checksums() -> None:
-    for name, ds in datasets.DATASETS.items():
+    for name, ds in registry.DATASETS.items():
         assert ds.mirrors and [f.name for f in ds.files] == NAMES, name
         assert all(f.published for f in ds.files), name
     with pytest.raises(UsageError, match="unknown dataset"):
-        datasets.dataset_spec("cifar")
+        registry.dataset_spec("cifar")
 
 
 # -- the bad cases: a clear DataError and nothing under the final name ---------------------------------------
@@ -440,7 +442,7 @@ def _closed_port() -> int:
 @pytest.fixture
 def tiny_dataset(server: Local, monkeypatch: pytest.MonkeyPatch) -> Local:
     """`bpcli data download tiny` fetches the generated dataset from the local server."""
-    monkeypatch.setitem(datasets.DATASETS, "tiny", spec((server.url("missing"), server.url("good"))))
+    monkeypatch.setitem(registry.DATASETS, "tiny", spec((server.url("missing"), server.url("good"))))
     return server
 
 
@@ -451,7 +453,7 @@ def test_cli_download_and_verify(tiny_dataset: Local, tmp_path: Path) -> None:
     assert "published MD5" in result.stdout and "SHA256SUMS" in result.stdout
     result = runner.invoke(app, ["data", "verify", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "all files verified" in result.stdout
+    assert "tiny test set (verified): all 4 files match" in " ".join(result.stdout.split())
 
 
 @pytest.mark.parametrize("kind", ["truncated", "corrupt", "wrong", "missing", "drop"])
@@ -471,7 +473,7 @@ def test_cli_verify_reports_a_damaged_file(tiny_dataset: Local, tmp_path: Path) 
     (tmp_path / NAMES[1]).write_bytes(OTHER_GZ[NAMES[1]])
     result = runner.invoke(app, ["data", "verify", str(tmp_path)], env={"COLUMNS": "200"})
     assert result.exit_code == 1
-    assert "checksum mismatch" in result.stdout and "1 of 4 files have problems" in result.stdout
+    assert f"{tmp_path / NAMES[1]}: checksum mismatch" in " ".join(result.stdout.split())
 
 
 def test_cli_verify_missing_directory(tmp_path: Path) -> None:
@@ -603,10 +605,12 @@ def test_cli_download_bomb_is_one_line(tiny_dataset: Local, tmp_path: Path) -> N
 def test_cli_verify_reports_a_bomb_in_its_table(tmp_path: Path) -> None:
     directory = bomb_dataset(tmp_path / "d")
     result = CliRunner().invoke(app, ["data", "verify", str(directory)], env={"COLUMNS": "400"})
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output  # 2: a file that cannot be read
     row = next(line for line in result.stdout.splitlines() if NAMES[0] in line)
-    assert "expands to more than the 7856 bytes its IDX header declares" in row
-    assert "1 of 4 files have problems" in result.stdout
+    assert "unusable [1]" in row
+    note = next(line for line in result.stdout.splitlines() if line.startswith("[1]"))
+    assert note.startswith(f"[1] {NAMES[0]}: gzip stream expands to more than the 7856 bytes its IDX header declares")
+    assert "1 of 4 files cannot be used" in result.stdout
 
 
 def test_bomb_in_the_training_data_is_one_line(tmp_path: Path) -> None:
@@ -644,7 +648,7 @@ def test_cli_bad_mirror_url_is_one_line(tiny_dataset: Local, tmp_path: Path, url
         result = CliRunner().invoke(app, ["data", "download", "tiny", "--dir", str(tmp_path), "--mirror", url])
     else:
         result = CliRunner().invoke(app, ["data", "download", "tiny", "--dir", str(tmp_path)],
-                                    env={datasets.MIRRORS_ENV: url})
+                                    env={mirrors.MIRRORS_ENV: url})
     assert result.exit_code == UsageError.exit_code and "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -656,7 +660,7 @@ def test_cli_bad_mirror_url_is_one_line(tiny_dataset: Local, tmp_path: Path, url
 @pytest.mark.parametrize("value", [" , ,", ",", " ,\t, "])
 def test_cli_mirror_list_without_a_url_is_one_line(tiny_dataset: Local, tmp_path: Path, value: str) -> None:
     result = CliRunner().invoke(app, ["data", "download", "tiny", "--dir", str(tmp_path)],
-                                env={datasets.MIRRORS_ENV: value})
+                                env={mirrors.MIRRORS_ENV: value})
     assert result.exit_code == UsageError.exit_code
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "$BPCLI_MIRRORS is" in lines[0] and "names no mirror" in lines[0], result.stderr
@@ -665,12 +669,12 @@ def test_cli_mirror_list_without_a_url_is_one_line(tiny_dataset: Local, tmp_path
 
 def test_a_dataset_without_mirrors_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no mirror to fetch tiny from"):
-        datasets.resolve_mirrors(spec(()), environ={})
+        mirrors.resolve_mirrors(spec(()), environ={})
 
 
 def test_a_long_bad_url_is_quoted_short() -> None:
     with pytest.raises(UsageError) as info:
-        datasets.resolve_mirrors(spec(()), ["http://[::1/" + "x" * 10_000])
+        mirrors.resolve_mirrors(spec(()), ["http://[::1/" + "x" * 10_000])
     assert len(str(info.value)) < 300
 
 
@@ -720,7 +724,7 @@ def test_full_disk_while_writing_sha256sums(tiny_dataset: Local, tmp_path: Path,
     def full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(dl, "write_atomic", full)
+    monkeypatch.setattr(sums, "write_atomic", full)
     result = CliRunner().invoke(app, ["data", "download", "tiny", "--dir", str(tmp_path), "--mirror", tiny_dataset.url("good")])
     assert result.exit_code == DataError.exit_code and "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
@@ -733,9 +737,10 @@ def test_full_disk_while_writing_sha256sums(tiny_dataset: Local, tmp_path: Path,
 def test_unreadable_sha256sums_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = bomb_dataset(tmp_path / "d")
     (directory / "SHA256SUMS").unlink()
-    (directory / "SHA256SUMS").mkdir()  # is_file() is False: treated as absent, not a crash
-    assert len(verify_directory(directory)) == 4
+    (directory / "SHA256SUMS").mkdir()  # not a file: refused in one line, never taken as "no list"
+    with pytest.raises(DataError, match="SHA256SUMS: not a file"):
+        verify_path(directory)
     (directory / "SHA256SUMS").rmdir()
     (directory / "SHA256SUMS").write_bytes(b"0" * (2 << 20))
     with pytest.raises(DataError, match="not a checksum list"):
-        verify_directory(directory)
+        verify_path(directory)

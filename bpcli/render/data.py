@@ -1,10 +1,19 @@
-"""Rich views for `bpcli data download` and `bpcli data verify`: download progress, result tables."""
+"""Rich views for `bpcli data download` and `bpcli data verify`: download progress, result tables.
+
+The tables fit the terminal rather than letting Rich squeeze cells into fragments ("check… misma…"):
+hashes are shown by their first 12 hex digits, a table that would not fit its natural width is drawn
+in a compact form (no borders; size and shape under the file name), and any long message goes on its
+own numbered line below the table, where it wraps between words.
+"""
 
 from __future__ import annotations
 
+import io
 from types import TracebackType
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -16,8 +25,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from bpcli.download import UNVERIFIED, DownloadReport, FileCheck
+from bpcli.data.check import VERIFIED, FileCheck, Report
+from bpcli.data.download import UNVERIFIED, DownloadReport
+
+# Wide enough that measuring never wraps: `_fits` asks for a table's natural width.
+_MEASURE = Console(width=10_000, file=io.StringIO(), color_system=None)
+HASH = 12  # hex digits of a SHA-256 shown in a table: enough to tell files apart
 
 
 class DownloadProgress:
@@ -27,13 +42,13 @@ class DownloadProgress:
     """
 
     def __init__(self, console: Console) -> None:
+        # Below 80 columns the speed and time left give way, so that the sizes are never cut to "11.0/…".
+        extras = (TransferSpeedColumn(), TextColumn("eta"), TimeRemainingColumn()) if console.width >= 80 else ()
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=40 if extras else 10),
             DownloadColumn(),
-            TransferSpeedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            *extras,
             console=console,
         )
         self.tasks: dict[str, TaskID] = {}
@@ -68,20 +83,43 @@ def _size(n: int | None) -> str:
     return f"{value:.1f} GB"
 
 
-def download_table(report: DownloadReport) -> Table:
+def _fits(renderable: RenderableType, width: int) -> bool:
+    """Whether `renderable` draws within `width` columns with no cell wrapped or cut."""
+    return Measurement.get(_MEASURE, _MEASURE.options, renderable).maximum <= width
+
+
+def _table(title: str, compact: bool) -> Table:
+    if compact:
+        return Table(title=title, title_justify="left", header_style="bold underline", box=None,
+                     padding=(0, 0, 0, 1), pad_edge=False, show_edge=False)
+    # A rule under the header and none between columns: 8 columns more for the cells than a full grid.
+    return Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                 show_edge=False)
+
+
+def download_table(report: DownloadReport, width: int = 80) -> Table:
     """One row per file: what happened and how it was verified (sources are in `download_notes`)."""
-    table = Table(title=f"{report.dataset} in {escape(str(report.directory))}", title_justify="left",
-                  header_style="bold")
-    table.add_column("file", no_wrap=True)
-    for name in ("size", "status", "verified by"):
-        table.add_column(name)
+    title = f"{report.dataset} in {escape(str(report.directory))}"
+    rows = []
     for f in report.files:
-        status = "already present" if f.status == "present" else "downloaded"
+        status = "present" if f.status == "present" else "downloaded"
         if f.resumed_from:
             status += f" (resumed at {_size(f.resumed_from)})"
         method = f"[yellow]{UNVERIFIED}[/]" if f.method == UNVERIFIED else f"[green]{escape(f.method)}[/]"
-        table.add_row(escape(f.name), _size(f.size), status, method)
-    return table
+        rows.append((escape(f.name), _size(f.size), status, method))
+    for compact in (False, True):
+        table = _table(title, compact)
+        table.add_column("file", no_wrap=True)
+        if not compact:
+            table.add_column("size", no_wrap=True)
+        table.add_column("status")
+        table.add_column("verified by")
+        for name, size, status, method in rows:
+            table.add_row(name, size, status, method) if not compact else table.add_row(
+                f"{name}\n[dim]{size}[/]", status, method)
+        if compact or _fits(table, width):
+            return table
+    raise AssertionError("unreachable")
 
 
 def download_notes(report: DownloadReport) -> list[str]:
@@ -95,29 +133,59 @@ def download_notes(report: DownloadReport) -> list[str]:
     return notes
 
 
-def verify_table(directory: str, checks: list[FileCheck]) -> Table:
-    """One row per file: size, shape, content SHA-256 and the verdict."""
-    table = Table(title=f"data in {escape(directory)}", title_justify="left", header_style="bold")
-    table.add_column("file", no_wrap=True)
-    for name in ("size", "shape", "content sha256"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("result")
-    for c in checks:
+_STATE = {
+    "known": "green", "listed": "yellow", "unknown": "yellow", "mismatch": "bold red", "missing": "bold red",
+    "unusable": "bold red",
+}
+
+
+def _result(c: FileCheck, note: int | None) -> str:
+    """A short result cell; a long problem is a numbered note below the table instead."""
+    style = _STATE[c.state]
+    if c.state in ("known", "listed"):
+        text = escape(c.match)
+    elif c.state == "missing":
+        text = "missing"
+    elif c.state == "unknown":
+        text = "unknown"
+    else:
+        text = ("mismatch" if c.state == "mismatch" else "unusable") + f" [{note}]"
+        text = escape(text)
+    return f"[{style}]{text}[/]"
+
+
+def verify_view(report: Report, width: int = 80) -> list[RenderableType]:
+    """The table, one line per problem under it, and the verdict: what `data verify` prints."""
+    title = f"data in {escape(str(report.path))}"
+    notes: list[str] = []
+    rows = []
+    for c in report.checks:
+        note = None
+        if c.state in ("mismatch", "unusable"):
+            notes.append(f"[{len(notes) + 1}] {c.name}: {c.problem}")
+            note = len(notes)
         shape = "x".join(map(str, c.shape)) if c.shape else "-"
-        digest = c.sha256[:12] if c.sha256 else "-"
-        if not c.ok:
-            result = f"[bold red]{escape(c.problem)}[/]"
-        elif c.problem:
-            result = f"[yellow]ok, {escape(c.problem)}[/]"
-        else:
-            result = "[green]ok[/]"
-        table.add_row(escape(c.name), _size(c.size), shape, digest, result)
-    return table
-
-
-def verify_summary(checks: list[FileCheck]) -> str:
-    bad = [c for c in checks if not c.ok]
-    if not bad:
-        return "[green]all files verified[/]"
-    return (f"[bold red]{len(bad)} of {len(checks)} files have problems[/]; "
-            "get a fresh copy with `bpcli data download DATASET --dir DIR`")
+        digest = c.sha256[:HASH] if c.sha256 else "-"
+        rows.append((escape(c.name), _size(c.size), shape, digest, _result(c, note)))
+    table = None
+    for compact in (False, True):
+        table = _table(title, compact)
+        table.add_column("file", no_wrap=not compact)
+        if not compact:
+            table.add_column("size", no_wrap=True)
+            table.add_column("shape", no_wrap=True)
+        table.add_column("content hash", no_wrap=True)  # SHA-256 of the decompressed content
+        table.add_column("result")
+        for name, size, shape, digest, result in rows:
+            if compact:
+                table.add_row(f"{name}\n[dim]{size}, {shape}[/]", digest, result)
+            else:
+                table.add_row(name, size, shape, digest, result)
+        if compact or _fits(table, width):
+            break
+    assert table is not None
+    out: list[RenderableType] = [table]
+    out += [Text(line) for line in notes]
+    style = "green" if report.code == VERIFIED else "bold red"
+    out.append(Text(report.verdict, style=style))
+    return out

@@ -1,9 +1,11 @@
-"""IDX files and MNIST-format datasets: reading, checking, splitting.
+"""IDX, the MNIST file format: parsing and checking one file, gzip'd or raw, within size bounds.
 
-IDX (the MNIST file format) is big-endian: two zero bytes, one element-type byte, one byte giving the
-number of dimensions d, then d 32-bit sizes, then the elements in row-major order. Files may be gzip
-compressed. Every way a file can be malformed raises `DataError` with a message naming the file, and
-no file costs more memory than its header declares (bounded in turn by MAX_IDX_BYTES).
+IDX is big-endian: two zero bytes, one element-type byte, one byte giving the number of dimensions d,
+then d 32-bit sizes, then the elements in row-major order. Files may be gzip compressed. Every way a
+file can be malformed raises `DataError` with a message naming the file, and no file costs more memory
+than its header declares (bounded in turn by MAX_IDX_BYTES).
+
+This module knows the format only: which dataset a file belongs to is `registry`'s business.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import math
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,27 +31,6 @@ IDX_TYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 
-FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-
-# SHA-256 of the *decompressed* files: independent of how a mirror compressed them.
-KNOWN_SHA256: dict[str, dict[str, str]] = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    },
-}
-
-# A directory may carry its own checksums (for datasets bpcli does not know) in this file, in the
-# format of `sha256sum`: "<hex digest>  <file name>", digests of the decompressed bytes.
-CHECKSUM_FILE = "SHA256SUMS"
-
 # The most one IDX file may hold once decompressed (the largest MNIST-format sets are about half of
 # this); a header declaring more is refused before anything is inflated.
 MAX_IDX_BYTES = 1 << 30
@@ -61,8 +41,6 @@ MAX_HEADER = 4 + 4 * 255
 # Compressed bytes handed to zlib per call.
 INFLATE_SLICE = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
-# SHA256SUMS is a few lines; anything this large is not one.
-MAX_CHECKSUM_FILE = 1 << 20
 
 # Labels index the one-hot columns: anything larger is a damaged file, not a 10-billion-class problem.
 MAX_LABEL = 255
@@ -214,126 +192,17 @@ def read_idx(path: str | Path, sha256: str | None = None) -> Array:
     return parse_idx(data, str(path))
 
 
-def expected_checksums(directory: Path) -> dict[str, str | None]:
-    """The SHA-256 each of the four files must have: from the directory's SHA256SUMS if it has one,
-    otherwise from the first known dataset whose file names match (MNIST); None where unknown."""
-    sums_file = directory / CHECKSUM_FILE
-    if sums_file.is_file():
-        sums: dict[str, str] = {}
-        for line in read_checksum_lines(sums_file):
-            parts = line.split()
-            if len(parts) == 2:
-                sums[parts[1].lstrip("*")] = parts[0].lower()
-        return {name: sums.get(name) for name in FILES.values()}
-    return {name: KNOWN_SHA256["mnist"][name] for name in FILES.values()}
-
-
-def read_checksum_lines(path: Path) -> list[str]:
-    """The lines of a SHA256SUMS file, refusing one that cannot be read or is too large to be one."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read(MAX_CHECKSUM_FILE + 1)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(text) > MAX_CHECKSUM_FILE:
-        raise DataError(f"{path}: larger than {MAX_CHECKSUM_FILE} bytes, not a checksum list")
-    return text.decode("utf-8", errors="replace").splitlines()
-
-
-@dataclass
-class Split:
-    """Examples as rows: x (N, n_1) in [0, 1], y one-hot (N, classes), labels (N,) integers."""
-
-    x: Array
-    y: Array
-    labels: Array
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
-class Dataset:
-    train: Split
-    validation: Split
-    test: Split
-    classes: int
-
-    @property
-    def input_size(self) -> int:
-        return self.train.x.shape[1]
-
-
-def one_hot(labels: Array, classes: int, dtype: np.dtype | type = np.float32) -> Array:
-    y = np.zeros((len(labels), classes), dtype=dtype)
-    y[np.arange(len(labels)), labels] = 1
-    return y
-
-
-def _split(images: Array, labels: Array, classes: int, dtype: np.dtype) -> Split:
-    x = images.reshape(len(images), math.prod(images.shape[1:])).astype(dtype)
-    x *= dtype.type(1.0 / 255.0) if images.dtype == np.uint8 else 1.0
-    return Split(x, one_hot(labels, classes, dtype), labels.astype(np.int64))
-
-
-def load_mnist(
-    directory: str | Path,
-    validation_size: int = 10_000,
-    seed: int = 0,
-    dtype: str | np.dtype = "float32",
-    limit: int = 0,
-    verify: bool = True,
-) -> Dataset:
-    """Load an MNIST-format dataset: pixels scaled to [0, 1], one-hot targets, a seeded split of the
-    training set into train and validation, the test set kept apart.
-
-    `limit` > 0 keeps only that many training examples (after the validation split), for quick runs.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(
-            f"data directory {directory} not found; get MNIST with `bpcli data download mnist --dir {directory}` "
-            "or set data.path to a directory holding the four MNIST-format .gz files"
-        )
-    missing = [name for name in FILES.values() if not (directory / name).is_file()]
-    if missing:
-        raise DataError(
-            f"{directory}: missing {', '.join(missing)}; get them with `bpcli data download mnist --dir {directory}`"
-        )
-    sums = expected_checksums(directory) if verify else {}
-    arrays = {key: read_idx(directory / name, sums.get(name)) for key, name in FILES.items()}
-    for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        image_file, label_file = directory / FILES[f"{part}_images"], directory / FILES[f"{part}_labels"]
-        if images.ndim < 2 or labels.ndim != 1:
-            raise DataError(f"{image_file}, {label_file}: {part} images must have 2+ dimensions and labels 1, "
-                            f"got {images.ndim} and {labels.ndim}")
-        if len(images) != len(labels):
-            raise DataError(f"{image_file}: {len(images)} {part} images but {label_file.name} has {len(labels)} labels")
-    for key in ("train_labels", "test_labels"):
-        labels = arrays[key]
-        if labels.dtype.kind not in "iu":  # a float label cannot index a one-hot column
-            raise DataError(f"{directory / FILES[key]}: labels must be integers, the file stores {labels.dtype}")
-        bad = labels[(labels < 0) | (labels > MAX_LABEL)]
-        if bad.size:
-            raise DataError(f"{directory / FILES[key]}: label {int(bad[0])} out of range: labels must be 0..{MAX_LABEL}")
-    classes = int(max(arrays["train_labels"].max(initial=0), arrays["test_labels"].max(initial=0))) + 1
-    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise DataError(f"{directory}: train images are {arrays['train_images'].shape[1:]} "
-                        f"but test images {arrays['test_images'].shape[1:]}")
-    n = len(arrays["train_labels"])
-    if validation_size >= n:
-        raise DataError(f"data.validation_size {validation_size} leaves no training examples (the set has {n})")
-    dtype = np.dtype(dtype)
-    # Split on the uint8 images, before scaling, so float copies are made once.
-    order = np.random.default_rng(seed).permutation(n)
-    val_idx, train_idx = np.sort(order[:validation_size]), np.sort(order[validation_size:])
-    if limit:
-        train_idx = train_idx[:limit]
-    images, labels = arrays["train_images"], arrays["train_labels"]
-    return Dataset(
-        train=_split(images[train_idx], labels[train_idx], classes, dtype),
-        validation=_split(images[val_idx], labels[val_idx], classes, dtype),
-        test=_split(arrays["test_images"], arrays["test_labels"], classes, dtype),
-        classes=classes,
-    )
+def idx_digest(array: Array) -> str | None:
+    """SHA-256 of the IDX file that would store `array`, without writing it: the content identity of an
+    array that came from somewhere else (a `.npz`). Integer arrays whose values all fit 0..255 count as
+    unsigned bytes, as the MNIST-format files store them; None for a dtype IDX cannot store."""
+    if array.dtype.kind in "iu" and (array.size == 0 or (array.min() >= 0 and array.max() <= 255)):
+        array = array.astype(np.uint8, copy=False)
+    code = next((c for c, t in IDX_TYPES.items() if t.kind == array.dtype.kind
+                 and t.itemsize == array.dtype.itemsize), None)
+    if code is None or array.ndim > 255 or any(d >= 1 << 32 for d in array.shape):
+        return None
+    digest = hashlib.sha256(bytes([0, 0, code, array.ndim]))
+    digest.update(b"".join(int(d).to_bytes(4, "big") for d in array.shape))
+    digest.update(np.ascontiguousarray(array, dtype=IDX_TYPES[code]).data)
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""Fetching MNIST-format datasets from their mirrors, and checking a data directory.
+"""Fetching MNIST-format datasets from their mirrors.
 
 A download goes to `DIR/.NAME.part`, resumes with an HTTP Range request when a part file is left over,
 is verified, and only then is renamed (atomically) to `DIR/NAME`: a file under its final name has
@@ -17,23 +17,13 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from bpcli.files import write_atomic
-from bpcli.data import (
-    CHECKSUM_FILE,
-    FILES,
-    MAX_LABEL,
-    decompress,
-    expected_checksums,
-    parse_idx,
-    read_blob,
-    read_checksum_lines,
-)
-from bpcli.datasets import MIRRORS_ENV, DatasetSpec, FileSpec, dataset_spec, file_url, resolve_mirrors
+from bpcli.data.idx import decompress, parse_idx, read_blob
+from bpcli.data.mirrors import MIRRORS_ENV, file_url, resolve_mirrors
+from bpcli.data.registry import DatasetSpec, FileSpec, dataset_spec, short
+from bpcli.data.sums import read_sums, write_sums
 from bpcli.errors import DataError
 from bpcli.fetch import (
     DEFAULT_DEADLINE,
@@ -86,11 +76,11 @@ def verify_blob(blob: bytes, spec: FileSpec) -> Verification:
         return Verification(True, UNVERIFIED, content_sha256)
     found = []
     if spec.md5 and md5:
-        found.append(f"MD5 {md5[:12]}... (published {spec.md5[:12]}...)")
+        found.append(f"MD5 {short(md5)} (published {short(spec.md5)})")
     if spec.sha256 and sha256:
-        found.append(f"SHA-256 {sha256[:12]}... (published {spec.sha256[:12]}...)")
+        found.append(f"SHA-256 {short(sha256)} (published {short(spec.sha256)})")
     if spec.content_sha256:
-        found.append(f"content SHA-256 {content_sha256[:12]}... (expected {spec.content_sha256[:12]}...)")
+        found.append(f"content SHA-256 {short(content_sha256)} (published {short(spec.content_sha256)})")
     return Verification(False, "", content_sha256, "checksum mismatch: " + ", ".join(found))
 
 
@@ -254,103 +244,12 @@ def _install(part: Path, final: Path) -> None:
 
 
 def _write_checksums(directory: Path, results: Sequence[FileResult]) -> Path:
-    """Record the verified content SHA-256s in SHA256SUMS (other lines of an existing file are kept)."""
-    path = directory / CHECKSUM_FILE
-    ours = {r.name for r in results}
-    kept: list[str] = []
-    if path.is_file():
-        for line in read_checksum_lines(path):
-            parts = line.split()
-            if line.strip() and not (len(parts) == 2 and parts[1].lstrip("*") in ours):
-                kept.append(line)
-    lines = kept + [f"{r.content_sha256}  {r.name}" for r in results]
+    """Record the verified content SHA-256s in SHA256SUMS; lines an existing list has for other files
+    are kept (an unreadable list is replaced: the files it would vouch for were verified just now)."""
     try:
-        write_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
-    except OSError as e:
-        # write_atomic leaves the old file (or none) and no temporary file behind.
-        raise DataError(f"{path}: cannot write ({e.strerror or e}); the verified files are in place, "
-                        "run the download again once it can be written") from None
-    return path
+        kept = read_sums(directory)
+    except DataError:
+        kept = None
+    return write_sums(directory, {r.name: r.content_sha256 for r in results}, kept)
 
 
-# -- checking a directory ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileCheck:
-    """The state of one dataset file: `ok` is False for anything that would stop `load_mnist`."""
-
-    name: str
-    path: Path
-    exists: bool
-    size: int | None = None
-    shape: tuple[int, ...] | None = None
-    sha256: str | None = None  # of the decompressed content
-    expected: str | None = None
-    ok: bool = False
-    problem: str = ""  # why not ok, or a note (UNVERIFIED) when ok without a checksum
-
-
-def verify_directory(directory: str | Path) -> list[FileCheck]:
-    """Check the four files of an MNIST-format directory: present, readable, valid IDX, matching the
-    checksums `load_mnist` uses (the directory's SHA256SUMS, else MNIST's), labels consistent with images."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        what = "is not a directory" if directory.exists() else "not found"
-        raise DataError(f"data directory {directory} {what}; get a dataset with "
-                        f"`bpcli data download mnist --dir {directory}`")
-    sums = expected_checksums(directory)
-    checks: dict[str, FileCheck] = {}
-    arrays: dict[str, np.ndarray] = {}
-    for key, name in FILES.items():
-        checks[key], array = _check_file(directory / name, sums.get(name))
-        if array is not None:
-            arrays[key] = array
-    for part in ("train", "test"):
-        images, labels = arrays.get(f"{part}_images"), arrays.get(f"{part}_labels")
-        label_key = f"{part}_labels"
-        if labels is not None and checks[label_key].ok:
-            problem = _label_problem(labels, images)
-            if problem:
-                checks[label_key] = replace(checks[label_key], ok=False, problem=problem)
-    return list(checks.values())
-
-
-def _check_file(path: Path, expected: str | None) -> tuple[FileCheck, np.ndarray | None]:
-    name = path.name
-    if not path.is_file():
-        return FileCheck(name, path, False, problem="missing"), None
-    try:
-        blob = read_blob(path)
-    except DataError as e:
-        return FileCheck(name, path, True, problem=_strip_source(str(e), str(path))), None
-    try:
-        content = decompress(blob, name)
-    except DataError as e:
-        return FileCheck(name, path, True, len(blob), expected=expected, problem=_strip_source(str(e), name)), None
-    digest = hashlib.sha256(content).hexdigest()
-    base = FileCheck(name, path, True, len(blob), sha256=digest, expected=expected)
-    try:
-        array = parse_idx(content, name)
-    except DataError as e:
-        return replace(base, problem=_strip_source(str(e), name)), None
-    base = replace(base, shape=tuple(array.shape))
-    if expected is None:
-        return replace(base, ok=True, problem="unverified: no checksum known for this file"), array
-    if digest != expected.lower():
-        return replace(base, problem=f"checksum mismatch: content SHA-256 {digest[:12]}..., "
-                                      f"expected {expected[:12]}...; download it again"), array
-    return replace(base, ok=True), array
-
-
-def _label_problem(labels: np.ndarray, images: np.ndarray | None) -> str:
-    """Why a label file cannot be used with its image file, or ''."""
-    if labels.ndim != 1:
-        return f"labels must be one-dimensional, found shape {labels.shape}"
-    if labels.dtype.kind not in "iu":
-        return f"labels must be integers, found {labels.dtype}"
-    if labels.size and (labels.min() < 0 or labels.max() > MAX_LABEL):
-        return f"labels must be in 0..{MAX_LABEL}, found {int(labels.min())}..{int(labels.max())}"
-    if images is not None and len(images) != len(labels):
-        return f"{len(labels)} labels but {len(images)} images"
-    return ""
