@@ -69,6 +69,7 @@ class DataConfig:
     path: str = "data/mnist"
     validation_size: int = 10_000
     limit: int = 0
+    verify: bool = True  # false accepts a dataset nothing vouches for; it is then called unverified
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,28 @@ class Config:
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read, override and validate the config at `path`."""
+    """Read, override and validate the config at `path`; a relative data.path becomes the directory it
+    names (see `resolve_data_path`)."""
     path = Path(path)
-    return loads(safe_yaml.read_text(path), source=str(path), overrides=overrides, name=path.stem)
+    cfg = loads(safe_yaml.read_text(path), source=str(path), overrides=overrides, name=path.stem)
+    from_set = any(item.partition("=")[0].strip() == "data.path" for item in overrides)
+    resolved = resolve_data_path(cfg.data.path, path.parent, from_set)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=resolved))
+
+
+def resolve_data_path(data_path: str, config_dir: Path, from_set: bool = False) -> str:
+    """A relative data path as the absolute path it names: written in a config file, it is looked for
+    next to that file first, then in the current directory (so a config works from anywhere); typed
+    with --set, in the current directory first, as the shell would. When it is in neither place, the
+    first is where it belongs, and the loader's error names it (a --set path stays as typed)."""
+    p = Path(data_path).expanduser()
+    if p.is_absolute():
+        return str(p)
+    bases = [Path.cwd(), config_dir] if from_set else [config_dir, Path.cwd()]
+    for base in bases:
+        if (base / p).exists():
+            return str((base / p).resolve())
+    return data_path if from_set else str((config_dir / p).resolve())
 
 
 def loads(
@@ -270,7 +290,7 @@ def _check(obj: Any, prefix: str, where: _Where) -> None:
         need(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", obj.name)), "name",
              f"{shorten(obj.name)} must be letters, digits, '.', '_' or '-', as it names the run directory")
     elif isinstance(obj, DataConfig):
-        need(bool(obj.path), "path", "must name a directory")
+        need(bool(obj.path), "path", "must name a dataset directory or .npz file")
         need(obj.validation_size >= 0, "validation_size", f"must be >= 0, got {obj.validation_size}")
         need(obj.limit >= 0, "limit", f"must be >= 0 (0 means all training examples), got {obj.limit}")
 

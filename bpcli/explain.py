@@ -28,7 +28,7 @@ from bpcli import resources
 from bpcli.activations import OUTPUT, Array
 from bpcli.config import Config
 from bpcli.costs import COSTS
-from bpcli.errors import DataError, UsageError
+from bpcli.errors import UsageError
 from bpcli.network import Network
 
 # -- sections ----------------------------------------------------------------------------------------
@@ -734,6 +734,7 @@ class Example:
     index: int
     label: int
     source: str
+    label_name: str = ""  # the class's name in a known dataset ("Ankle boot"); "" when it is just the number
 
 
 @dataclass(frozen=True)
@@ -783,6 +784,13 @@ class Trace:
     abs_diff: float
     rel_diff: float
     notes: list[str] = field(default_factory=list)
+    label_name: str = ""
+
+    @property
+    def label_text(self) -> str:
+        """'9 (Ankle boot)', or '7' where the class name is the number itself."""
+        return f"{self.label} ({self.label_name})" if self.label_name and self.label_name != str(self.label) \
+            else str(self.label)
 
     @property
     def agrees(self) -> bool:
@@ -912,6 +920,7 @@ def build_trace(network: Network, weight: tuple[int, int, int], example: Example
         delta_rule=rule, y=y_j, output_grad=output_grad, terms=terms, n_terms=n_terms,
         weighted_sum=weighted_sum, rest=rest, upstream=upstream, path=path, product=float(a_prev[k] * delta_l[j]),
         backprop=backprop, numerical=numerical, h=H, abs_diff=abs_diff, rel_diff=rel_diff, notes=notes,
+        label_name=example.label_name,
     )
 
 
@@ -951,20 +960,13 @@ def load_subject(
     return cfg, net, f"{config_path}{changed}, initialized with seed {cfg.training.seed}"
 
 
-def load_example(directory: str | Path, index: int, sizes: Sequence[int]) -> Example:
-    """Test example `index` of the MNIST-format set in `directory`: x scaled to [0, 1], y one-hot.
+def load_example(path: str | Path, index: int, sizes: Sequence[int], verify: bool = True) -> Example:
+    """Test example `index` of the dataset at `path` (IDX directory or .npz): x scaled to [0, 1] when
+    stored as bytes, y one-hot, and its class name when the dataset is a known one.
 
-    Reads only the two t10k files (checksums verified), not the whole dataset.
+    Reads only the test files (and verifies them as `train` would), not the whole dataset.
     """
-    directory = Path(directory)
-    sums = data_module.expected_checksums(directory)
-    names = data_module.FILES["test_images"], data_module.FILES["test_labels"]
-    for name in names:
-        if not (directory / name).is_file():
-            raise DataError(f"{directory / name}: not found; the trace feeds one test example, get the data with "
-                            f"`bpcli data download mnist --dir {directory}` or set data.path")
-    images = data_module.read_idx(directory / names[0], sums.get(names[0]))
-    labels = data_module.read_idx(directory / names[1], sums.get(names[1]))
+    images, labels, identity = data_module.load_test(path, verify)
     if not 0 <= index < len(labels):
         raise UsageError(f"--example {index}: out of range: the test set has {count(len(labels))} examples, "
                          f"use 0..{len(labels) - 1}")
@@ -978,7 +980,8 @@ def load_example(directory: str | Path, index: int, sizes: Sequence[int]) -> Exa
                          f"network has n_1 = {n_1} inputs and n_L = {n_L} outputs")
     y = np.zeros(n_L)
     y[label] = 1.0
-    return Example(x, y, index, label, f"{directory} (t10k)")
+    name = identity.class_names[label] if label < len(identity.class_names) else ""
+    return Example(x, y, index, label, f"{path} (test set)", name)
 
 
 # -- the whole explanation ----------------------------------------------------------------------------
@@ -1189,7 +1192,7 @@ def trace_rows(t: Trace) -> list[tuple[str, str, str]]:
     ]
     if t.sigma_prime is not None:
         rows.append((f"{t.sigma}'(z^{l}_{j})", num(t.sigma_prime), f"from the stored z^{l}_{j}"))
-    rows.append(("C_x", num(t.cost), f"label {t.label}; the network predicts {t.prediction}"))
+    rows.append(("C_x", num(t.cost), f"label {t.label_text}; the network predicts {t.prediction}"))
     if l == L:
         rows.append((f"y_{j}", num(t.y if t.y is not None else 0.0), "the target"))
         if t.output_grad is not None:
@@ -1220,7 +1223,7 @@ def term_rows(t: Trace) -> list[tuple[str, str, str, str]]:
 def _md_trace(model: Explanation) -> list[str]:
     t = model.trace
     assert t is not None
-    lines = [f"dC/dw^{t.l}_({t.j},{t.k}) for example {t.example} (label {t.label}) of {t.source}. The one "
+    lines = [f"dC/dw^{t.l}_({t.j},{t.k}) for example {t.example} (label {t.label_text}) of {t.source}. The one "
              f"weight added as a node, and its only way to C: `{' -> '.join(t.path)}`.", ""]
     lines += _md_table(["quantity", "value", "from"], [(q, v, _prose(how)) for q, v, how in trace_rows(t)])
     if t.terms:

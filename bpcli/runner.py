@@ -22,7 +22,8 @@ from bpcli import checkpoint as ckpt_io
 from bpcli import config as config_module
 from bpcli import resources
 from bpcli.config import Config
-from bpcli.data import Dataset, load_mnist
+from bpcli.data import Dataset, dataset_spec, load_dataset
+from bpcli.errors import DataError
 from bpcli.errors import CheckpointError, DivergenceError, UsageError
 from bpcli.render import train as view
 from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan, run_root
@@ -70,13 +71,35 @@ class StopFlag:
 
 
 def load_data(cfg: Config) -> Dataset:
-    return load_mnist(
+    return load_dataset(
         cfg.data.path,
         validation_size=cfg.data.validation_size,
         seed=cfg.training.seed,
         dtype=cfg.training.dtype,
         limit=cfg.data.limit,
+        verify=cfg.data.verify,
     )
+
+
+DATASET_FILE = "dataset.json"  # in a run directory: what the run was trained on
+
+
+def dataset_record(cfg: Config, data: Dataset) -> bytes:
+    """What a run records about its data, so that `evaluate` can find it and tell a different dataset."""
+    return (json.dumps({"path": cfg.data.path, **data.identity.to_json(), "image_shape": list(data.image_shape),
+                        "classes": data.classes}, indent=2) + "\n").encode()
+
+
+def recorded_dataset(run_dir: Path) -> str | None:
+    """The name of the known dataset a run recorded in its dataset.json, if any (the file is untrusted:
+    anything unexpected counts as no record)."""
+    try:
+        with open(run_dir / DATASET_FILE, "rb") as f:
+            record = json.loads(f.read(1 << 16))
+        name = record.get("name") if record.get("status") == "verified" else None
+        return dataset_spec(name).name if isinstance(name, str) else None
+    except (OSError, ValueError, AttributeError, UsageError):
+        return None
 
 
 def resolve(
@@ -200,6 +223,7 @@ def _train(
             for note in files.notes:
                 say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
             files.write("config.yaml", cfg.to_yaml().encode())
+            files.write(DATASET_FILE, dataset_record(cfg, data))
             summary = _fit(cfg, trainer, files, data, _view(mode, console, layers), stop, started)
         except Interrupted:
             assert files is not None and trainer is not None
@@ -213,7 +237,7 @@ def _train(
             kept = f"; the last good checkpoint is {files.last}" if files is not None and files.last.is_file() else ""
             raise DivergenceError(f"{e}{kept}") from None
         try:
-            _report(summary, mode, console)
+            _report(summary, mode, console, data.class_names)
             if stop.signum is not None:
                 say.print(f"note: {stop.name} arrived after the run was complete; its outputs are complete",
                           soft_wrap=True, highlight=False, markup=False)
@@ -226,7 +250,7 @@ def _fit(cfg: Config, trainer: Trainer, files: RunFiles, data: Dataset, live: vi
          started: float) -> Summary:
     t, m = cfg.training, cfg.model
     title = (f"{cfg.name}: {list(m.layers)} {m.activation}/{m.output}, {t.optimizer.name}, "
-             f"{len(data.train):,} training examples")
+             f"{len(data.train):,} training examples; data: {data.identity.label}")
     live.start(title, t.epochs, len(data.train), str(files.root))
     # Overflow on the way to divergence is detected and reported by the loop; NumPy's warnings would
     # only add noise above that message.
@@ -258,7 +282,7 @@ def _report_abort(say: Console, files: RunFiles | None) -> None:
                   soft_wrap=True, highlight=False, markup=False)
 
 
-def _report(summary: Summary, mode: Mode, console: Console) -> None:
+def _report(summary: Summary, mode: Mode, console: Console, class_names: tuple[str, ...]) -> None:
     if mode == "json":
         result = summary.to_json()
         result.pop("confusion")
@@ -270,7 +294,7 @@ def _report(summary: Summary, mode: Mode, console: Console) -> None:
                       f"{summary.seconds:.1f} s; outputs in {summary.run_dir}", highlight=False, soft_wrap=True,
                       markup=False)
     else:
-        view.summary(console, summary)
+        view.summary(console, summary, class_names)
 
 
 def _settle(root: Path) -> None:
@@ -293,7 +317,7 @@ def evaluate(checkpoint_path: Path, data_path: Path | None, as_json: bool, conso
     ckpt = ckpt_io.load(source)
     cfg = ckpt.config
     resources.check_evaluation(cfg.model.layers, cfg.training.dtype, 10_000)
-    data = load_mnist(data_path or cfg.data.path, validation_size=0, dtype=cfg.training.dtype)
+    data = _evaluation_data(checkpoint_path, source.parent, data_path, cfg)
     if data.input_size != cfg.model.layers[0] or data.classes != cfg.model.layers[-1]:
         raise UsageError(
             f"{checkpoint_path}: the network is {list(cfg.model.layers)} but the data has {data.input_size} inputs "
@@ -303,7 +327,25 @@ def evaluate(checkpoint_path: Path, data_path: Path | None, as_json: bool, conso
     if as_json:
         print(json.dumps({"test_accuracy": result.accuracy, "test_loss": result.loss, "epoch": ckpt.epoch,
                           "checkpoint": str(source), "confusion": result.confusion.tolist(),
+                          "dataset": data.identity.to_json(), "class_names": list(data.class_names),
                           "seconds": time.perf_counter() - started}))
         return
     view.evaluation(console, result.confusion, result.accuracy, result.loss, len(data.test),
-                    list(cfg.model.layers), ckpt.epoch, str(source))
+                    list(cfg.model.layers), ckpt.epoch, str(source), data.class_names, data.identity.label)
+
+
+def _evaluation_data(checkpoint_path: Path, run_dir: Path, data_path: Path | None, cfg: Config) -> Dataset:
+    """The test data a checkpoint is evaluated on: --data, else the path its run recorded (absolute, so it
+    is found from any directory); refused when it is not the dataset the run recorded."""
+    if data_path is None and not Path(cfg.data.path).exists():
+        raise DataError(f"{checkpoint_path}: the data it was trained on, {cfg.data.path}, is not there (moved or "
+                        "deleted); give the dataset to evaluate on with --data PATH")
+    path = data_path or cfg.data.path
+    data = load_dataset(path, validation_size=0, dtype=cfg.training.dtype, verify=cfg.data.verify)
+    recorded = recorded_dataset(run_dir)
+    if recorded and data.identity.name != recorded:
+        trained = dataset_spec(recorded).title
+        raise UsageError(f"{checkpoint_path}: the run was trained on {trained}, but {path} is "
+                         f"{data.identity.title if data.identity.name else 'not ' + trained}; give {trained} with "
+                         "--data PATH")
+    return data
