@@ -1,5 +1,6 @@
-"""Rich drawing of `bpcli gradcheck`: a heading line, one table row per parameter group (w^2, b^2, ...),
-the notes, and one verdict line. Nothing is computed here; every number comes from `bpcli.gradcheck`.
+"""Rich drawing of `bpcli gradcheck`: a heading, then per path (reference, training) a line saying what
+was checked and one table row per parameter group (w^2, b^2, ...), the notes, and one verdict line per
+path. Nothing is computed here; every number comes from `bpcli.gradcheck`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from bpcli.gradcheck import GradcheckResult, GroupResult, Worst
+from bpcli.gradcheck import GradcheckResult, GroupResult, Report, Worst
 
 WIDE = 96  # columns the wide table needs for MNIST-sized groups
 NARROW = 80  # below this many columns the table becomes one block of lines per group
@@ -45,14 +46,44 @@ def _e(value: float, digits: int = 1) -> str:
     return "-" if value != value else f"{value:.{digits}e}"  # value != value: NaN
 
 
+def _ratio(value: float) -> str:
+    """err / tol in at most 7 characters: 0.031, 0.5, 12, 1.2e+04, inf."""
+    return "-" if value != value else f"{value:.2g}"
+
+
 def heading(result: GradcheckResult, width: int = 100) -> Text:
-    """The method and the setting; below 80 columns the setting takes two lines, broken between items
-    rather than inside `h = 1e-05`."""
+    """The method and the setting; where the setting does not fit one line it takes two, broken between
+    items rather than inside `h = 1e-05`."""
     atol = f"atol {result.atol:.1e}" + (" (auto)" if result.atol_auto else "")
-    setting = (f"layers {list(result.sizes)}, {result.examples} example{'s' * (result.examples != 1)}, "
-               f"C = {result.cost:.6g},{chr(10) if width < NARROW else ' '}h = {result.eps:.0e}, "
-               f"rtol {result.rtol:.0e}, {atol}")
+    first = f"layers {list(result.sizes)}, {result.examples} example{'s' * (result.examples != 1)}, C = {result.cost:.6g},"
+    second = f"h = {result.eps:.0e}, rtol {result.rtol:.0e}, {atol}"
+    setting = f"{first} {second}" if len(first) + 1 + len(second) <= width else f"{first}\n{second}"
     return Text.assemble(("gradcheck ", "bold"), (METHOD_TEXT[result.method], "cyan"), "\n", (setting, "dim"))
+
+
+def path_line(result: GradcheckResult) -> Text:
+    """Which gradient the table below judges: the reference path, or the training path with the
+    setting training calls it in and, in float32, how its tolerance is derived."""
+    if result.path != "training" or result.training is None:
+        return Text.assemble(("reference path", "bold magenta"),
+                             f": Network.backward in {result.dtype}, no workspace, scale 1")
+    t = result.training
+    rows, cut = t["rows"], t["workspace_rows"]
+    workspace = (f"a Workspace of {cut} rows (training.batch_size) cut with rows({rows})" if rows != cut
+                 else f"a Workspace of {cut} rows, not cut (the batch fills it)")
+    if t["scale"] != 1:
+        scale = f"scale = eta = {t['scale']:g} ({t['optimizer']}), divided back out"
+    else:
+        why = "Adam takes g itself" if t["optimizer"] == "adam" else "eta = 1"
+        scale = f"scale 1 ({t['optimizer']}: {why})"
+    text = Text.assemble(("training path", "bold magenta"),
+                         f": Network.backward as training calls it: {t['dtype']}, {workspace} after a full "
+                         f"batch of other examples, {scale}")
+    r = result.rounding
+    if r:
+        text.append(f"; tolerance per entry: rtol and atol as above plus {r['kappa']:g} x the RMS of "
+                    f"{r['runs']:g} simulated {t['dtype']} rounding deviations (u = {r['unit_roundoff']:.1e})")
+    return text
 
 
 def table(result: GradcheckResult, width: int = 100) -> Table:
@@ -77,11 +108,12 @@ def table(result: GradcheckResult, width: int = 100) -> Table:
         t.add_column(values, justify="right")
     else:
         t.add_column(f"{where.replace(chr(10), ' ')}\n{values}", justify="right")
-    t.add_column("verdict")
+    t.add_column("verdict\nerr/tol")
     for g in result.groups:
         size = math.prod(g.shape)
         checked = f"{g.checked:,}" if directional or g.checked == size else f"{g.checked:,}\nof {size:,}"
         verdict = Text(g.verdict, style=VERDICT_STYLE[g.verdict])
+        verdict.append(f"\n{_ratio(g.max_tol_ratio)}", style="bold red" if g.failures else "")
         if g.kinks:
             verdict.append(f"\n{g.kinks:,} kink{'s' * (g.kinks != 1)}", style="yellow")
         w = g.worst
@@ -114,7 +146,8 @@ def stacked(result: GradcheckResult) -> Group:
         lines = [head,
                  Text(f"  max |g| {_e(g.max_grad)}  RMS g {_e(g.rms_grad)}"),
                  Text.assemble(f"  error: max abs {_e(g.max_abs_error)}  max rel ",
-                               (_e(g.max_rel_error), "bold red" if g.failures else ""))]
+                               (_e(g.max_rel_error), "bold red" if g.failures else ""),
+                               "  err/tol ", (_ratio(g.max_tol_ratio), "bold red" if g.failures else ""))]
         w = g.worst
         if w is not None:
             where = f"  worst {worst_label(w, result.method)}: "
@@ -126,35 +159,53 @@ def stacked(result: GradcheckResult) -> Group:
 
 
 def notes(result: GradcheckResult) -> list[Text]:
-    out = [Text(f"note: {n}", style="dim") for n in result.notes]
-    for g in result.groups:
-        if g.note:
-            out.append(Text(f"{g.name}: {g.note}", style="red"))
-    return out
+    return [Text(f"note: {n}", style="dim") for n in result.notes] + group_notes(result)
+
+
+def group_notes(result: GradcheckResult) -> list[Text]:
+    """What a group's row cannot show: a gradient missing or of the wrong shape."""
+    return [Text(f"{g.name}: {g.note}", style="red") for g in result.groups if g.note]
 
 
 def verdict_line(result: GradcheckResult) -> Text:
+    """PASS or FAIL for one path, with what was compared and the margin."""
     kinds = "directions" if result.method == "directional" else "entries"
     kinks = f", {result.kinks:,} ReLU kinks left out" if result.kinks else ""
+    who = "backprop" if result.path == "reference" else f"the {result.path} path ({result.dtype})"
+    within = f"rtol {result.rtol:.0e}" if not result.rounding else f"rtol {result.rtol:.0e} + {result.dtype} rounding"
     if result.passed:
         worst = max((g.max_rel_error for g in result.groups), default=0.0)
+        ratio = max((g.max_tol_ratio for g in result.groups), default=0.0)
         return Text.assemble(
             ("PASS", "bold green"),
-            f": backprop agrees with {result.method} on all {result.checked - result.kinks:,} {kinds} compared "
-            f"in {len(result.groups)} groups (max rel error {worst:.1e}, rtol {result.rtol:.0e}){kinks}",
+            f": {who} agrees with {result.method} on all {result.checked - result.kinks:,} {kinds} compared "
+            f"in {len(result.groups)} groups (max rel error {worst:.1e}, max err/tol {_ratio(ratio)}, {within}){kinks}",
         )
     failed = [g for g in result.groups if not g.passed]
     count = sum(g.failures for g in failed)
     return Text.assemble(
         ("FAIL", "bold red"),
-        f": backprop disagrees with {result.method} in {', '.join(g.name for g in failed)} "
-        f"({count:,} of {result.checked:,} {kinds} beyond rtol {result.rtol:.0e}){kinks}",
+        f": {who} disagrees with {result.method} in {', '.join(g.name for g in failed)} "
+        f"({count:,} of {result.checked:,} {kinds} beyond {within}){kinks}",
     )
 
 
-def render(console: Console, result: GradcheckResult) -> None:
-    console.print(heading(result, console.width))
-    console.print(table(result, console.width) if console.width >= NARROW else stacked(result))
-    for line in notes(result):
-        console.print(line, soft_wrap=True)
-    console.print(verdict_line(result), soft_wrap=True)
+def render(console: Console, report: Report | GradcheckResult) -> None:
+    """The heading once, then each path's line and table (stacked below 80 columns) and notes, the
+    shared notes, and one verdict line per path."""
+    results = report.results if isinstance(report, Report) else [report]
+    shared = list(report.notes) if isinstance(report, Report) else []
+    console.print(heading(results[0], console.width))
+    for result in results:
+        if isinstance(report, Report):
+            console.print(path_line(result))
+        console.print(table(result, console.width) if console.width >= NARROW else stacked(result))
+        for line in group_notes(result):
+            console.print(line, soft_wrap=True)
+    said: list[str] = []  # each note once, though several paths may carry it
+    for note in [*shared, *(n for r in results for n in r.notes)]:
+        if note not in said:
+            said.append(note)
+            console.print(Text(f"note: {note}", style="dim"), soft_wrap=True)
+    for result in results:
+        console.print(verdict_line(result), soft_wrap=True)
