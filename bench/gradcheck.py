@@ -6,8 +6,9 @@
     python bench/gradcheck.py --workers 1        # one thread (default: every CPU available)
 
 Each case is `gradcheck.check(net, x, y, method)` on every parameter of a freshly initialized sigmoid /
-softmax / cross-entropy network (float64) and the first 10 test images: what `bpcli gradcheck CONFIG
---batch 10` does after loading. The time covers the backprop gradient, every numerical derivative and
+softmax / cross-entropy network (float64) and the first 10 test images: the reference path of `bpcli
+gradcheck CONFIG --batch 10` after loading (the default run adds the training path, which shares these
+numerical derivatives). The time covers the backprop gradient, every numerical derivative and
 the comparison; not loading MNIST. Targets on the 2-core development machine: [784, 100, 10] (79,510
 parameters) under 5 s and [784, 512, 512, 10] (669,706 parameters) under 60 s. Wall time depends on
 what else the machine runs, so CPU time is reported too.
@@ -78,13 +79,13 @@ def main() -> None:
         row["target_seconds"] = target
         rows.append(row)
     if args.json:
-        print(json.dumps({"workers": args.workers or gradcheck._available_cpus(), "cases": rows}, indent=2))
+        print(json.dumps({"workers": args.workers or gradcheck.numerical._available_cpus(), "cases": rows}, indent=2))
         return
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    threads = args.workers or gradcheck._available_cpus()
+    threads = args.workers or gradcheck.numerical._available_cpus()
     table = Table(title=f"every entry, --method {args.method}, {args.examples} MNIST examples, {threads} threads",
                   title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in ("network", "parameters", "seconds", "CPU s", "param/s", "target", "max rel"):

@@ -64,9 +64,8 @@ def check_paths(
 
     x (m, n_1) and y (m, n_L), one example per row. "reference": `gradient` (default: backprop in
     float64, no workspace, scale 1). "training": `Network.backward` as `Trainer.run_epoch` calls it,
-    as `training` describes. With the training path the point is the network and batch in the
-    training dtype (what training holds), for every path, so all paths share one set of numerical
-    derivatives. `entries` is "all" or a number N of entries per group drawn at random (seeded by
+    as `training` describes. Given `training`, the point is the network and batch in the training
+    dtype (what training holds), for every path, so all paths share one set of numerical derivatives. `entries` is "all" or a number N of entries per group drawn at random (seeded by
     `seed`); for the directional method the number of random directions per group. eps, rtol and
     atol default to DEFAULT_EPS, DEFAULT_RTOL and `default_atol`. `workers` threads (default: the
     CPUs available) share the entry-by-entry work.
@@ -83,8 +82,9 @@ def check_paths(
             f"data of shape x {x.shape}, y {y.shape} does not fit layers {list(net.sizes)}: "
             f"need x (m, {net.sizes[0]}) and y (m, {net.sizes[-1]}) with m >= 1"
         )
-    if training is not None and "training" in paths:
-        # The point training holds: parameters and batch in its dtype (exact in float64 afterwards).
+    if training is not None:
+        # The point training holds: parameters and batch in its dtype (exact in float64 afterwards),
+        # whichever paths are checked, so that --path reference and the default check the same C.
         net, x, y = net.astype(training.dtype), x.astype(training.dtype), y.astype(training.dtype)
     subjects: list[Subject] = []
     for p in paths:

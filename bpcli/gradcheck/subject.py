@@ -160,9 +160,9 @@ class TrainingSubject:
         return self.point.layered()
 
     def previous_batch(self) -> tuple[Array, Array]:
-        """A full batch of other examples (seeded): in training the short last batch comes after full
-        ones, which leave their z, a, delta, dw, db in the buffers. Inputs in [0, 1); targets rows of
-        a permuted identity, so no row of y equals a row of the checked batch by construction."""
+        """A full batch of other examples (seeded random inputs in [0, 1), one-hot targets): in
+        training the short last batch comes after full ones, which leave their z, a, delta, dw, db
+        in the buffers, so a pass that reads or adds to what is left there goes wrong here too."""
         rng = np.random.default_rng([self.seed, 11])
         n_in, n_out = self.net.sizes[0], self.net.sizes[-1]
         x = rng.random((self.workspace_rows, n_in)).astype(self.dtype)
