@@ -68,17 +68,22 @@ def path_line(result: GradcheckResult) -> Text:
         return Text.assemble(("reference path", "bold magenta"),
                              f": Network.backward in {result.dtype}, no workspace, scale 1")
     t = result.training
-    rows, cut = t["rows"], t["workspace_rows"]
-    workspace = (f"a Workspace of {cut} rows (training.batch_size) cut with rows({rows})" if rows != cut
-                 else f"a Workspace of {cut} rows, not cut (the batch fills it)")
+    rows, size, batch_size = t["rows"], t["workspace_rows"], t["batch_size"]
+    first = "that a full batch of other examples went through first"
+    if rows < size:
+        workspace = f"a Workspace of {size} rows (training.batch_size) {first}, cut with rows({rows})"
+    elif rows == batch_size:
+        workspace = f"a Workspace of {size} rows (training.batch_size) {first}, which the batch fills (no cut)"
+    else:
+        workspace = (f"a Workspace of {size} rows (the batch, larger than training.batch_size = {batch_size}) "
+                     f"{first} (no cut)")
     if t["scale"] != 1:
         scale = f"scale = eta = {t['scale']:g} ({t['optimizer']}), divided back out"
     else:
         why = "Adam takes g itself" if t["optimizer"] == "adam" else "eta = 1"
         scale = f"scale 1 ({t['optimizer']}: {why})"
     text = Text.assemble(("training path", "bold magenta"),
-                         f": Network.backward as training calls it: {t['dtype']}, {workspace} after a full "
-                         f"batch of other examples, {scale}")
+                         f": Network.backward as training calls it: {t['dtype']}, {workspace}, {scale}")
     r = result.rounding
     if r:
         text.append(f"; tolerance per entry: rtol and atol as above plus {r['kappa']:g} x the RMS of "
