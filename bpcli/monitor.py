@@ -121,8 +121,12 @@ class LayerMonitor:
 
 
 def slowdown(rows: list[LayerStats] | list[dict]) -> tuple[int, int, float] | None:
-    """(first hidden l, last hidden l, grad RMS of the first / of the last) for a network with at
-    least two hidden layers: how much more slowly the earliest hidden layer learns."""
+    """(first hidden l, last hidden l, RMS of dC/db of the first / of the last) for a network with at
+    least two hidden layers: how much more slowly the earliest hidden layer's neurons learn.
+
+    dC/db^l_j = delta^l_j is the speed of learning of neuron j (as in Nielsen's chapter 5); dC/dw^l
+    would mix in the inputs: for l = 2 it is delta times pixels that are zero at MNIST's borders, which
+    makes the first layer look slow whatever the network."""
     def get(r: LayerStats | dict, key: str) -> float:
         return float(r[key] if isinstance(r, dict) else getattr(r, key))
 
@@ -130,7 +134,7 @@ def slowdown(rows: list[LayerStats] | list[dict]) -> tuple[int, int, float] | No
     if len(hidden) < 2:
         return None
     first, last = hidden[0], hidden[-1]
-    g_last = get(last, "grad_rms_w")
+    g_last = get(last, "grad_rms_b")
     if not g_last:
         return None
-    return int(get(first, "l")), int(get(last, "l")), get(first, "grad_rms_w") / g_last
+    return int(get(first, "l")), int(get(last, "l")), get(first, "grad_rms_b") / g_last

@@ -77,14 +77,14 @@ def test_only_every_kth_batch_is_sampled() -> None:
 
 
 def test_slowdown_compares_first_and_last_hidden_layers() -> None:
-    rows = [{"l": 2, "grad_rms_w": 1e-4}, {"l": 3, "grad_rms_w": 5e-4}, {"l": 4, "grad_rms_w": 1e-3},
-            {"l": 5, "grad_rms_w": 9.0}]
+    rows = [{"l": 2, "grad_rms_b": 1e-4}, {"l": 3, "grad_rms_b": 5e-4}, {"l": 4, "grad_rms_b": 1e-3},
+            {"l": 5, "grad_rms_b": 9.0}]
     assert slowdown(rows) == (2, 4, pytest.approx(0.1))
     assert slowdown(rows[-2:]) is None  # one hidden layer: nothing to compare
 
 
 def _rows(n_layers: int) -> list[dict]:
-    return [{"l": l, "n": 30, "grad_rms_w": 10.0 ** -(8 - l), "grad_rms_b": 1e-3, "weight_norm": 152.31,
+    return [{"l": l, "n": 30, "grad_rms_w": 1e-3, "grad_rms_b": 10.0 ** -(8 - l), "weight_norm": 152.31,
              "update_ratio": 3.6e-4, "saturated": 0.703 if l < n_layers + 1 else None, "dead": None}
             for l in range(2, n_layers + 2)]
 
@@ -109,4 +109,4 @@ def test_train_logs_layers_and_shows_them(mnist_dir: Path, tmp_path: Path) -> No
     assert [r["l"] for r in row["layers"]] == [2, 3, 4]
     assert layer_view.plain_line(row["layers"]) in shown.output
     hidden = CliRunner().invoke(app, [*argv, "--out", str(tmp_path / "b"), "--no-layers"])
-    assert hidden.exit_code == 0 and "dC/dw rms" not in hidden.output
+    assert hidden.exit_code == 0 and "dC/db rms" not in hidden.output

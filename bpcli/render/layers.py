@@ -64,22 +64,23 @@ def table_lines(rows: list[Row], width: int, epoch: int | None = None) -> list[T
 
 
 def callout(rows: list[Row], width: int) -> Text | None:
-    """`layer 2 learns 0.012x as fast as layer 5 (gradient RMS 1.2e-05 vs 1.0e-03)`, shortened to fit."""
+    """`layer 2 learns 0.33x as fast as layer 5 (dC/db RMS 1.2e-02 vs 3.7e-02)`, shortened to fit."""
     found = slowdown(rows)
     if found is None:
         return None
     first, last, ratio = found
-    g = {r["l"]: r["grad_rms_w"] for r in rows}
+    g = {r["l"]: r["grad_rms_b"] for r in rows}
     text = (f"layer {first} learns {ratio:.2g}x as fast as layer {last} "
-            f"(gradient RMS {g[first]:.1e} vs {g[last]:.1e})")
+            f"(dC/db RMS {g[first]:.1e} vs {g[last]:.1e})")
     if len(text) > width:
         text = f"layer {first} learns {ratio:.2g}x as fast as layer {last}"
     return Text(text, style="yellow" if ratio < 0.2 else "")
 
 
 def plain_line(rows: list[Row]) -> str:
-    """One self-describing log line per epoch: the gradient RMS of each layer and the slowdown."""
-    parts = ", ".join(f"{r['l']} {r['grad_rms_w']:.1e}" for r in rows)
+    """One self-describing log line per epoch: each layer's speed of learning (RMS of dC/db = delta)
+    and the slowdown."""
+    parts = ", ".join(f"{r['l']} {r['grad_rms_b']:.1e}" for r in rows)
     found = slowdown(rows)
     ratio = f"; layer {found[0]} learns {found[2]:.2g}x as fast as layer {found[1]}" if found else ""
-    return f"  dC/dw rms by layer: {parts}{ratio}"
+    return f"  dC/db rms by layer: {parts}{ratio}"
