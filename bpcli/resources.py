@@ -85,6 +85,13 @@ def eval_batch_size(sizes: Sequence[int], dtype: str | object = "float32",
     return max(1, min(EVAL_BATCH, budget_bytes // max(1, per_row)))
 
 
+def checkpoint_bytes(cfg: Config) -> int:
+    """The size of one checkpoint file: the parameters and the optimizer's state (velocity for momentum,
+    two moments for Adam), plus a few KiB of config and position."""
+    slots = {"sgd": 0, "momentum": 1, "adam": 2}.get(cfg.training.optimizer.name, 2)
+    return network_bytes(cfg.model.layers, cfg.training.dtype) * (1 + slots) + 64 * 1024
+
+
 def initialization_bytes(sizes: Sequence[int], dtype: str | object) -> int:
     """Peak while `Network.create` runs: the parameters so far, plus the largest weight matrix drawn
     in float64, scaled (a second float64 array) and converted to `dtype`."""

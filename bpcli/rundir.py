@@ -174,6 +174,23 @@ class RunFiles:
             self._unlink(p)
         self._remove_stale()
 
+    def check_space(self, checkpoint_bytes: int) -> None:
+        """Refuse at the start, not after an epoch, a disk that cannot hold the run's checkpoints: during
+        a commit last.npz and best.npz exist twice (staged and installed), so 4 checkpoints' worth."""
+        import shutil
+
+        need = 4 * checkpoint_bytes
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            return
+        if free < need:
+            raise RunDirError(
+                f"run directory {self.root} has {free / 2**20:.1f} MiB free, and this run's checkpoints need "
+                f"about {need / 2**20:.1f} MiB (last.npz and best.npz, each staged before it replaces the old); "
+                "free space or choose another directory with --out"
+            )
+
     def write(self, name: str, data: bytes) -> None:
         """One file on its own (config.yaml), atomically."""
         self._write(self.root / name, data)

@@ -220,6 +220,7 @@ def _train(
                 files = RunFiles.create(out if out is not None else RunFiles.default_root(cfg.name), force)
                 unlock.callback(files.release)
             assert files is not None
+            files.check_space(resources.checkpoint_bytes(cfg))
             for note in files.notes:
                 say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
             files.write("config.yaml", cfg.to_yaml().encode())

@@ -263,3 +263,21 @@ def test_two_sigterms_10_ms_apart_give_one_message_and_a_resumable_run(mnist_dir
     assert proc.returncode == 143, output
     assert output.count("SIGTERM: stopped at epoch") == 1 and output.count("resume with:") == 1
     assert checkpoint.load(run / "last.npz").epoch < 30
+
+
+def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2 << 20, 0, 2 << 20))
+    out = tmp_path / "run"
+    sets = [f"data.path={mnist_dir}", "data.limit=400", "data.validation_size=100", "training.epochs=1",
+            "model.layers=[784, 512, 10]"]
+    result = CliRunner().invoke(app, ["train", TINY, *[a for s in sets for a in ("--set", s)], "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: run directory {out} has 2.0 MiB free, and this run's checkpoints need "
+                                    "about 6.5 MiB")
+    assert not (out / "last.npz").exists() and not (out / "metrics.jsonl").exists()
