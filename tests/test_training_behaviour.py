@@ -11,8 +11,10 @@ traced back to its example index.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from bpcli.config import Config
 from bpcli.data import Dataset, Split, load_mnist, one_hot
 from bpcli.network import Cache, Grads, Network, Workspace
 from bpcli.optim import learning_rate
-from bpcli.train import EpochMetrics, RunFiles, Trainer, evaluate, fit
+from bpcli.train import EpochMetrics, Interrupted, RunFiles, Trainer, evaluate, fit
 
 from conftest import CONFIGS
 
@@ -39,10 +41,12 @@ class SpyNetwork(Network):
     def __init__(self, net: Network) -> None:
         super().__init__(net.sizes, net.w, net.b, net.hidden, net.output, net.cost)
         self.batches: list[tuple[Array, Array, Array]] = []  # (x, y, a^L) per training batch
+        self.costs: list[float] = []  # C of each batch, before its update (`Network.cost_value`)
 
     def backward(self, cache: Cache, y: Array, workspace: Workspace | None = None, scale: float = 1.0) -> Grads:
         # Copies: the loop reuses its buffers for the next batch.
         self.batches.append((cache.a[1].copy(), y.copy(), cache.a[self.L].copy()))
+        self.costs.append(self.cost_value(cache, y))
         return super().backward(cache, y, workspace, scale)
 
 
@@ -146,16 +150,21 @@ def test_a_trainer_that_builds_its_network_still_shuffles_every_epoch() -> None:
     assert sorted(seen) == list(range(N)) and seen != list(range(N))
 
 
-def test_train_loss_and_accuracy_are_over_exactly_the_epochs_examples() -> None:
+@pytest.mark.parametrize("output,cost", [("softmax", "cross_entropy"), ("sigmoid", "cross_entropy"),
+                                         ("identity", "quadratic")])
+def test_train_loss_and_accuracy_are_over_exactly_the_epochs_examples(output: str, cost: str) -> None:
     # The running values average over the 50 examples the updates used, each counted once, with the
-    # outputs each batch had before its own update.
+    # outputs each batch had before its own update: the batch costs weighted by batch size (2 in the
+    # last batch, not 16).
     data = made_up_data(validation=20)
-    trainer, spy = spy_trainer(made_up_config(), data)
+    trainer, spy = spy_trainer(made_up_config(f"model.output={output}", f"model.cost={cost}"), data)
     row = trainer.run_epoch()
     correct = sum(int(np.count_nonzero(a.argmax(axis=1) == y.argmax(axis=1))) for _, y, a in spy.batches)
-    loss = sum(float(-np.sum(y * np.log(a))) for _, y, a in spy.batches) / N
+    loss = sum(c * len(x) for c, (x, _, _) in zip(spy.costs, spy.batches)) / N
     assert row.train_accuracy == correct / N
     assert row.train_loss == pytest.approx(loss, rel=1e-12)
+    if output == "softmax":  # and that is the cross-entropy -sum(y log a^L) / n written out
+        assert loss == pytest.approx(sum(float(-np.sum(y * np.log(a))) for _, y, a in spy.batches) / N, rel=1e-12)
     # Validation is measured after the epoch, on the validation split, with the updated network.
     after = evaluate(trainer.net, data.validation)
     assert (row.val_accuracy, row.val_loss) == (after.accuracy, pytest.approx(after.loss, rel=1e-12))
@@ -257,3 +266,103 @@ def test_without_validation_the_latest_epoch_is_best(tmp_path: Path) -> None:
     assert checkpoint.load(files.best).epoch == 3
     assert summary.best_epoch is None and summary.best_val_accuracy is None
     assert [r.val_accuracy for r in files.read_metrics()] == [None, None, None]
+
+
+# -- what one update does, and what fit reports --------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_one_update_is_one_optimizer_step_on_the_batch_gradient(optimizer: str) -> None:
+    # A batch of the whole set: the update must be the rule applied to the mean gradient of that
+    # batch, as `Network.gradient` computes it. SGD: w - eta g. Adam's first step: w - eta g / (|g| + eps)
+    # (m_hat = g, v_hat = g^2). A loop that handed the optimizer eta g without saying so would step by
+    # eta^2 g.
+    data = made_up_data()
+    trainer = Trainer(made_up_config(f"training.batch_size={N}", f"training.optimizer.name={optimizer}"), data)
+    initial = trainer.net.astype(np.float64)  # a copy, taken before training
+    _, grads = initial.gradient(data.train.x, data.train.y)
+    trainer.run_epoch()
+    eta = 0.5
+    for l in initial.layers:
+        for p0, g, p in ((initial.w[l], grads.dw[l], trainer.net.w[l]), (initial.b[l], grads.db[l], trainer.net.b[l])):
+            step = eta * g if optimizer == "sgd" else eta * g / (np.abs(g) + 1e-8)
+            assert p == pytest.approx(p0 - step, rel=1e-9, abs=1e-12)
+
+
+def test_learning_rate_of_a_given_update() -> None:
+    # Trainer.learning_rate(step) answers for the update asked about, not for where the run stands.
+    cfg = made_up_config("training.epochs=2", "training.schedule.name=step", "training.schedule.step_epochs=1",
+                         "training.schedule.gamma=0.5")
+    trainer = Trainer(cfg, made_up_data())
+    trainer.run_epoch()
+    trainer.run_epoch()
+    assert [trainer.learning_rate(s) for s in (0, 3, 4, 7)] == [0.5, 0.5, 0.25, 0.25]
+    assert trainer.learning_rate() == 0.125  # the next update, the 9th: epoch 3
+
+
+def test_fit_reports_each_epoch_start_and_the_progress_inside_it(tmp_path: Path) -> None:
+    starts: list[int] = []
+    progress: list[int] = []
+    fit(Trainer(made_up_config("training.epochs=2"), made_up_data()), RunFiles.create(tmp_path / "run"),
+        on_epoch_start=starts.append, on_batch=progress.append)
+    assert starts == [1, 2]
+    assert progress == [16, 32, 48, 50] * 2
+
+
+def test_times_are_durations_and_the_session_counts_from_started(tmp_path: Path) -> None:
+    # `started` lets the CLI count the data loading too; seconds are differences of the clock, never
+    # clock readings.
+    shown: list[EpochMetrics] = []
+    began = time.perf_counter() - 1000.0
+    summary = fit(Trainer(made_up_config("training.epochs=2"), made_up_data(validation=10)),
+                  RunFiles.create(tmp_path / "run"), on_epoch_end=shown.append, started=began)
+    assert all(0 <= r.seconds < 60 and 0 <= r.eval_seconds < 60 for r in shown)
+    assert 1000 <= summary.seconds < 1060
+
+
+class ScriptedTrainer(Trainer):
+    """A Trainer whose epochs train normally but report the given validation accuracies, so that the
+    choice of best.npz can be tested on any sequence, ties included."""
+
+    def __init__(self, cfg: Config, data: Dataset, accuracies: list[float]) -> None:
+        super().__init__(cfg, data)
+        self.accuracies = accuracies
+
+    def run_epoch(self, on_batch: Callable[[int], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> EpochMetrics:
+        row = super().run_epoch(on_batch, should_stop)
+        row.val_accuracy = self.accuracies[row.epoch - 1]
+        return row
+
+
+@pytest.mark.parametrize("accuracies,best", [([0.5, 0.8, 0.8, 0.7], 2), ([0.9, 0.2, 0.3, 0.4], 1),
+                                             ([0.1, 0.2, 0.3, 0.4], 4)])
+def test_best_checkpoint_is_the_first_epoch_with_the_highest_accuracy(
+    tmp_path: Path, accuracies: list[float], best: int
+) -> None:
+    # On a tie the earlier epoch stays best: the one the summary names too.
+    files = RunFiles.create(tmp_path / "run")
+    summary = fit(ScriptedTrainer(made_up_config("training.epochs=4"), made_up_data(validation=10), accuracies), files)
+    saved = checkpoint.load(files.best)
+    assert (saved.epoch, saved.best_accuracy) == (best, max(accuracies))
+    assert (summary.best_epoch, summary.best_val_accuracy) == (best, max(accuracies))
+
+
+def test_interrupted_before_an_epochs_first_batch_resumes_with_the_same_shuffle(tmp_path: Path) -> None:
+    # Stopped between epochs 1 and 2, the checkpoint must replay epoch 2's permutation on resume:
+    # the resumed run ends bitwise where an uninterrupted one does.
+    cfg, data = made_up_config("training.epochs=2"), made_up_data()
+    straight = Trainer(cfg, data)
+    fit(straight, RunFiles.create(tmp_path / "straight"))
+    first = Trainer(cfg, data)
+    files = RunFiles.create(tmp_path / "stopped")
+    asked = iter(range(1000))
+    with pytest.raises(Interrupted):
+        fit(first, files, should_stop=lambda: next(asked) == first.steps_per_epoch)
+    saved = checkpoint.load(files.last)
+    assert (saved.epoch, saved.rng_state["position"]["batch"]) == (1, 0)
+    resumed = Trainer(cfg, data)
+    resumed.restore(saved)
+    fit(resumed, files)
+    for l in straight.net.layers:
+        assert np.array_equal(straight.net.w[l], resumed.net.w[l]) and np.array_equal(straight.net.b[l], resumed.net.b[l])
