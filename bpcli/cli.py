@@ -345,3 +345,6 @@ def gradcheck_command(
 
 def main() -> None:
     app()
+
+
+from bpcli import cli_pictures  # noqa: E402,F401 - registers plot and show
