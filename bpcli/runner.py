@@ -67,7 +67,10 @@ class StopFlag:
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
-            signal.signal(s, handler)  # type: ignore[arg-type]
+            # After a SIGTERM the process is on its way out with 143: a repeated TERM (a service manager
+            # sends them in bursts) must not turn that into death by signal, so it stays ignored.
+            stopping = s == signal.SIGTERM == self.signum
+            signal.signal(s, signal.SIG_IGN if stopping else handler)  # type: ignore[arg-type]
 
 
 def load_data(cfg: Config) -> Dataset:

@@ -158,13 +158,13 @@ def test_a_signal_after_the_last_write_still_exits_0(
 
     def late_signal(trainer, files, *callbacks, **kwargs):  # type: ignore[no-untyped-def]
         summary = real_fit(trainer, files, *callbacks, **kwargs)
-        callbacks[3].signum = signal.SIGTERM  # should_stop is the StopFlag
+        callbacks[3].signum = signal.SIGINT  # should_stop is the StopFlag
         return summary
 
     monkeypatch.setattr(runner, "fit", late_signal)
     result = CliRunner().invoke(app, ["train", TINY, *sets(mnist_dir), "--out", str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 0
-    assert "note: SIGTERM arrived after the run was complete; its outputs are complete" in result.output
+    assert "note: SIGINT arrived after the run was complete; its outputs are complete" in result.output
 
 
 def test_run_files_get_the_umask_mode_not_0600(finished_run: Path) -> None:
