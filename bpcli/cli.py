@@ -185,12 +185,11 @@ def evaluate_command(
     runner.evaluate(checkpoint_path, data_path, as_json=as_json, console=console)
 
 
-# -- bpcli data: get and check MNIST-format datasets ---------------------------------------------------
+# -- bpcli data: get and check datasets -----------------------------------------------------------------
 
-data_app = typer.Typer(cls=_Group, help="Download and verify MNIST-format datasets.", no_args_is_help=True)
+data_app = typer.Typer(cls=_Group, help="Download and verify datasets (IDX directories or .npz files).",
+                       no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-
 
 
 @command("download", group=data_app, short_help="Fetch a dataset's four IDX files and verify them.")
@@ -206,7 +205,7 @@ def data_download_command(
     min_rate: float = typer.Option(1000.0, "--min-rate", min=0.0, metavar="BYTES", help="Leave a mirror that sends fewer bytes per second than this, averaged over --timeout (0: no minimum)."),
 ) -> None:
     """Fetch the four IDX files of a dataset, verify each, and only then give it its final name."""
-    from bpcli import download
+    from bpcli.data import download
     from bpcli.render import data as view
 
     spec = download.dataset_spec(dataset)
@@ -214,25 +213,33 @@ def data_download_command(
     with view.DownloadProgress(console) as progress:
         report = download.download(spec, target, mirrors or None, timeout=timeout, deadline=deadline,
                                    min_rate=min_rate, on_progress=progress)
-    console.print(view.download_table(report))
+    console.print(view.download_table(report, console.width))
     for note in view.download_notes(report):
-        console.print(note, soft_wrap=True)
+        console.print(note)
 
 
-@command("verify", group=data_app, short_help="Check a dataset directory as train will.")
+@command("verify", group=data_app, short_help="Check a dataset as train will: what it is, and that it is intact.")
 def data_verify_command(
-    directory: Path = typer.Argument(Path("data/mnist"), metavar="[DIR]", help="A dataset directory (default data/mnist)."),
+    path: Path = typer.Argument(Path("data/mnist"), metavar="[PATH]",
+                                help="A dataset directory or .npz file (default data/mnist)."),
+    write: bool = typer.Option(False, "--write", metavar="",
+                               help="Record SHA256SUMS for files that pass the structure checks: the opt-in for a "
+                                    "dataset bpcli does not know."),
 ) -> None:
-    """Check a dataset directory: files present, valid IDX, checksums as `train` will check them.
-    Exit code 0 if all is well, 1 if a file has a problem, 2 if the directory is missing."""
-    from bpcli import download
+    """Check a dataset as `train` will: files present and valid, and what they are (a known dataset by its
+    published checksums, or the directory's own SHA256SUMS). Exit code 0 if verified, 1 if a file does not
+    match or nothing vouches for the data, 2 if a file is missing or cannot be read."""
+    from bpcli.data import check
     from bpcli.render import data as view
 
-    checks = download.verify_directory(directory)
-    console.print(view.verify_table(str(directory), checks))
-    console.print(view.verify_summary(checks), soft_wrap=True)
-    if not all(c.ok for c in checks):
-        raise typer.Exit(1)
+    if write:
+        written = check.write_checksums(path)
+        console.print(f"checksums written to {escape(str(written))}", highlight=False)
+    report = check.verify_path(path)
+    for part in view.verify_view(report, console.width):
+        console.print(part)
+    if report.code:
+        raise typer.Exit(report.code)
 
 
 @command("explain", short_help="Explain backprop for a network, symbol by symbol, with a trace.")
@@ -282,7 +289,8 @@ def explain_command(
     if "trace" in chosen and weight is None:
         raise UsageError("the trace section needs --weight l,j,k: " + explain.weight_ranges(net.sizes))
     picked = explain.parse_weight(weight, net.sizes) if weight is not None else None
-    sample = explain.load_example(cfg.data.path, example, net.sizes) if picked is not None else None
+    sample = (explain.load_example(cfg.data.path, example, net.sizes, cfg.data.verify)
+              if picked is not None else None)
     model = explain.describe(net, name=cfg.name, source=source, batch_size=cfg.training.batch_size,
                              sections=sections, weight=picked, example=sample)
     if fmt == "json":
