@@ -310,7 +310,15 @@ def gradcheck_command(
     checkpoint_path: Optional[Path] = typer.Option(
         None, "--checkpoint", metavar="CKPT", help="Check this trained network (.npz or run directory) instead of a fresh one."
     ),
-    batch: int = typer.Option(10, "--batch", min=1, metavar="N", help="Examples C averages over: the first N MNIST test images."),
+    path: str = typer.Option(
+        "both", "--path", metavar="reference|training|both",
+        help="Which gradient: backprop in float64, the one training computes (its dtype, workspace, scale), or both.",
+    ),
+    batch: Optional[int] = typer.Option(
+        None, "--batch", min=1, metavar="N",
+        help="Examples C averages over: the first N MNIST test images (default: the smallest prime > 2 that "
+             "is no layer width or batch size).",
+    ),
     random_data: bool = typer.Option(False, "--random-data", metavar="", help="Seeded random inputs and targets instead of MNIST."),
     method: str = typer.Option("central", "--method", metavar="central|complex|directional", help="Numerical derivative."),
     eps: Optional[float] = typer.Option(None, "--eps", metavar="H", help="Step h (default 1e-5; complex 1e-30)."),
@@ -321,33 +329,41 @@ def gradcheck_command(
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help="Also write the results as JSON to FILE."),
 ) -> None:
     """Check backprop's gradient against numerical derivatives of C, entry by entry or along random
-    directions. Exit code 0 if every group passes, 1 if any fails, 2 for bad input."""
-    import json
-
-    from bpcli import checkpoint, gradcheck
+    directions, on the reference path (float64) and the path training uses. Exit code 0 if every
+    group passes, 1 if any fails, 2 for bad input, 4 if the checker itself failed."""
+    from bpcli import gradcheck
     from bpcli.errors import UsageError
     from bpcli.render import gradcheck as view
 
     if method not in gradcheck.METHODS:
         raise UsageError(f"--method {method!r}: expected one of {', '.join(gradcheck.METHODS)}")
+    if path not in (*gradcheck.PATHS, "both"):
+        raise UsageError(f"--path {path!r}: expected one of {', '.join(gradcheck.PATHS)}, both")
     if entries != "all" and not entries.isdigit():
         raise UsageError(f"--entries {entries!r}: expected 'all' or a positive whole number")
+    if json_path is not None:
+        gradcheck.check_writable(json_path)  # before the work, not after it
     cfg, net, seed, origin = gradcheck.load_subject(config_path, overrides or [], checkpoint_path, seed)
+    why = None
+    if batch is None:
+        batch, why = gradcheck.default_batch(net.sizes, cfg.training.batch_size)
     mnist_dir = None if random_data else cfg.data.path
     x, y, source = gradcheck.batch_for(net.sizes, net.output.name, batch, seed, mnist_dir)
     n_entries = "all" if entries == "all" else int(entries)
-    result = gradcheck.check(net, x, y, method=method, eps=eps, rtol=rtol, atol=atol, entries=n_entries, seed=seed)
-    result.notes.insert(0, f"{origin}; data: {source}")
+    report = gradcheck.check_paths(
+        net, x, y, gradcheck.PATHS if path == "both" else (path,), gradcheck.TrainingSetup.from_config(cfg.training),
+        method=method, eps=eps, rtol=rtol, atol=atol, entries=n_entries, seed=seed,
+    )
+    report.notes.append(f"{origin}; data: {source}")
+    if why:
+        report.notes.append(why)
     if cfg.training.l2 > 0:
-        result.notes.append(f"training.l2 = {cfg.training.l2:g}: L2 decay is applied by the optimizer, is not "
+        report.notes.append(f"training.l2 = {cfg.training.l2:g}: L2 decay is applied by the optimizer, is not "
                             "part of C(w, b), and is not checked")
-    view.render(console, result)
+    view.render(console, report)
     if json_path is not None:
-        try:
-            checkpoint.write_atomic(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
-        except OSError as e:
-            raise UsageError(f"--json {json_path}: cannot write ({e.strerror or e})") from None
-    if not result.passed:
+        gradcheck.write_json(json_path, report)
+    if not report.passed:
         raise typer.Exit(1)
 
 

@@ -32,10 +32,13 @@ def test_tiny_on_mnist_passes_and_writes_json(mnist_dir: Path, tmp_path: Path) -
     assert "first 3 MNIST test examples" in stdout
     data = json.loads(out.read_text())
     assert data["passed"] is True and data["method"] == "central" and data["examples"] == 3
-    assert [g["name"] for g in data["groups"]] == ["w^2", "b^2", "w^3", "b^3"]
-    w2 = data["groups"][0]
+    assert list(data["paths"]) == ["reference", "training"] and data["failed"] == {"reference": [], "training": []}
+    for path in ("reference", "training"):
+        assert [g["name"] for g in data["paths"][path]["groups"]] == ["w^2", "b^2", "w^3", "b^3"]
+    w2 = data["paths"]["reference"]["groups"][0]
     assert w2["shape"] == [16, 784] and w2["checked"] == 16 * 784 and w2["passed"] is True
     assert 0 <= w2["max_rel_error"] <= 1e-7 and w2["max_abs_error"] >= 0 and w2["verdict"] == "pass"
+    assert data["paths"]["training"]["dtype"] == "float32" and data["paths"]["training"]["training"]["scale"] == 0.5
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically: no temporary left behind
 
 
@@ -45,15 +48,15 @@ def test_other_methods_on_random_data(method: str, tmp_path: Path) -> None:
     code, stdout, _ = run(TINY, "--random-data", "--method", method, "--json", str(out))
     assert code == 0, stdout
     data = json.loads(out.read_text())
-    assert data["method"] == method and data["passed"] is True and data["examples"] == 10
+    assert data["method"] == method and data["passed"] is True and data["examples"] == 3  # the default batch
 
 
 def test_a_planted_bug_exits_1_and_names_every_group(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Network.backward with the cost derivative doubled (the classic lost 1/2)."""
 
-    def backward(self: Network, cache: Cache, y: np.ndarray) -> Grads:
+    def backward(self: Network, cache: Cache, y: np.ndarray, workspace: object = None, scale: float = 1.0) -> Grads:
         L = self.L
-        delta = {L: 2 * output_delta(self.cost, self.output, cache.z[L], cache.a[L], y)}
+        delta = {L: 2 * output_delta(self.cost, self.output, cache.z[L], cache.a[L], y, scale=scale)}
         for l in range(L - 1, 1, -1):
             delta[l] = self.sigma(l).chain(delta[l + 1] @ self.w[l + 1], cache.z[l], cache.a[l])
         return Grads({l: delta[l].T @ cache.a[l - 1] for l in self.layers},
@@ -65,8 +68,9 @@ def test_a_planted_bug_exits_1_and_names_every_group(monkeypatch: pytest.MonkeyP
     assert code == 1
     assert "FAIL" in stdout and "w^2, b^2, w^3, b^3" in stdout
     data = json.loads(out.read_text())
-    assert data["passed"] is False and data["failed_groups"] == ["w^2", "b^2", "w^3", "b^3"]
-    assert [g["checked"] for g in data["groups"]] == [50, 16, 50, 10]
+    assert data["passed"] is False
+    assert data["failed"] == {"reference": ["w^2", "b^2", "w^3", "b^3"], "training": ["w^2", "b^2", "w^3", "b^3"]}
+    assert [g["checked"] for g in data["paths"]["training"]["groups"]] == [50, 16, 50, 10]
 
 
 def test_relu_kinks_and_l2_are_said(tmp_path: Path) -> None:
