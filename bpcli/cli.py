@@ -160,6 +160,7 @@ def train_command(
     started = time.perf_counter()
     if log_format not in ("auto", "plain", "jsonl"):
         raise UsageError(f"--log-format {log_format!r}: expected auto, plain or jsonl")
+    _say_if_builtin(config_path)
     cfg, plan, files = runner.resolve(config_path, overrides or [], resume)
     if print_config:
         if files is not None:
@@ -195,7 +196,11 @@ app.add_typer(data_app, name="data")
 @command("download", group=data_app, short_help="Fetch a dataset's four IDX files and verify them.")
 def data_download_command(
     dataset: str = typer.Argument("mnist", metavar="[DATASET]", help="mnist, fashion-mnist or kmnist."),
-    directory: Optional[Path] = typer.Option(None, "--dir", metavar="DIR", help="Where to put the files (default data/DATASET)."),
+    directory: Optional[Path] = typer.Option(
+        None, "--dir", metavar="DIR",
+        help="Where to put the files (default: the per-user data directory, where data.path finds them; "
+             "bpcli data where shows it).",
+    ),
     mirrors: Optional[list[str]] = typer.Option(
         None, "--mirror", metavar="URL",
         help="A mirror's base URL, tried in the order given (repeatable); replaces the defaults and $BPCLI_MIRRORS.",
@@ -205,11 +210,12 @@ def data_download_command(
     min_rate: float = typer.Option(1000.0, "--min-rate", min=0.0, metavar="BYTES", help="Leave a mirror that sends fewer bytes per second than this, averaged over --timeout (0: no minimum)."),
 ) -> None:
     """Fetch the four IDX files of a dataset, verify each, and only then give it its final name."""
+    from bpcli import builtin
     from bpcli.data import download
     from bpcli.render import data as view
 
     spec = download.dataset_spec(dataset)
-    target = directory if directory is not None else Path("data") / spec.name
+    target = directory if directory is not None else builtin.user_data_dir() / spec.name
     with view.DownloadProgress(console) as progress:
         report = download.download(spec, target, mirrors or None, timeout=timeout, deadline=deadline,
                                    min_rate=min_rate, on_progress=progress)
@@ -367,8 +373,19 @@ def gradcheck_command(
         raise typer.Exit(1)
 
 
+def _say_if_builtin(config_path: Path | None) -> None:
+    """Say so when CONFIG is the name of a built-in config rather than a file (a file always wins)."""
+    from bpcli import builtin
+
+    found = builtin.lookup(config_path) if config_path is not None else None
+    if found is not None:
+        err_console.print(f"note: {config_path} is the built-in config {escape(str(found))}", highlight=False,
+                          soft_wrap=True)
+
+
 def main() -> None:
     app()
 
 
 from bpcli import cli_pictures  # noqa: E402,F401 - registers plot and show
+from bpcli import cli_configs  # noqa: E402,F401 - registers configs, init and data where

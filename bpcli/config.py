@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from bpcli import safe_yaml
+from bpcli import builtin
 from bpcli.errors import ConfigError, shorten, show
 
 CONFIG_VERSION = 1
@@ -93,7 +94,7 @@ class Config:
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read, override and validate the config at `path`; a relative data.path becomes the directory it
     names (see `resolve_data_path`)."""
-    path = Path(path)
+    path = builtin.resolve(path)  # a file, or a built-in config's name (`mnist`)
     cfg = loads(safe_yaml.read_text(path), source=str(path), overrides=overrides, name=path.stem)
     from_set = any(item.partition("=")[0].strip() == "data.path" for item in overrides)
     resolved = resolve_data_path(cfg.data.path, path.parent, from_set)
@@ -103,15 +104,16 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
 def resolve_data_path(data_path: str, config_dir: Path, from_set: bool = False) -> str:
     """A relative data path as the absolute path it names: written in a config file, it is looked for
     next to that file first, then in the current directory (so a config works from anywhere); typed
-    with --set, in the current directory first, as the shell would. When it is in neither place, the
-    first is where it belongs, and the loader's error names it (a --set path stays as typed)."""
+    with --set, in the current directory first, as the shell would; then, by its last component, in the
+    per-user data directory and (for mnist) in bpcli's own copy. When it is nowhere, the first place is
+    where it belongs, and the loader's error names it (a --set path stays as typed)."""
     p = Path(data_path).expanduser()
     if p.is_absolute():
         return str(p)
-    bases = [Path.cwd(), config_dir] if from_set else [config_dir, Path.cwd()]
-    for base in bases:
-        if (base / p).exists():
-            return str((base / p).resolve())
+    # Then by the dataset's name: the per-user data directory, and MNIST shipped with bpcli (builtin).
+    for place in builtin.places(data_path, config_dir, from_set):
+        if place.found:
+            return str(place.path)
     return data_path if from_set else str((config_dir / p).resolve())
 
 

@@ -294,7 +294,8 @@ def _report(summary: Summary, mode: Mode, console: Console, class_names: tuple[s
     elif mode == "jsonl":
         print(json.dumps({"event": "summary", **summary.to_json()}), flush=True)
     elif mode == "quiet":
-        console.print(f"test accuracy {100 * summary.test_accuracy:.2f}% after {summary.epochs} epochs, "
+        console.print(f"test accuracy {100 * summary.test_accuracy:.2f}% after {summary.epochs} "
+                      f"epoch{'s' * (summary.epochs != 1)}, "
                       f"{summary.seconds:.1f} s; outputs in {summary.run_dir}", highlight=False, soft_wrap=True,
                       markup=False)
     else:

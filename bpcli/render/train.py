@@ -366,7 +366,7 @@ def summary(console: Console, s: Summary, class_names: Sequence[str] = ()) -> No
             if s.best_val_accuracy is not None else "")
     console.print(
         f"[bold]test accuracy [green]{100 * s.test_accuracy:.2f}%[/green][/bold] (loss {s.test_loss:.4f}) "
-        f"after {s.epochs} epochs{best}",
+        f"after {s.epochs} epoch{'s' * (s.epochs != 1)}{best}",
         soft_wrap=True, highlight=False,
     )
     earlier = (f"; {s.run_train_seconds:.1f} s over all {s.epochs} epochs of the run"
@@ -386,5 +386,5 @@ def evaluation(console: Console, confusion: np.ndarray, accuracy: float, loss: f
     article = "an " if data_label.startswith("unverified") else ""
     of = f" of {article}{escape(data_label)}" if data_label else ""
     console.print(f"[bold]test accuracy [green]{100 * accuracy:.2f}%[/green][/bold] (loss {loss:.4f}) on "
-                  f"{examples:,} examples{of}; network {layers} after {epoch} epochs, from {escape(source)}",
+                  f"{examples:,} examples{of}; network {layers} after {epoch} epoch{'s' * (epoch != 1)}, from {escape(source)}",
                   soft_wrap=True, highlight=False)
