@@ -29,7 +29,7 @@ from bpcli.activations import HIDDEN, OUTPUT
 from bpcli.config import CONFIG_VERSION, Config
 from bpcli.costs import COSTS
 from bpcli.errors import BpcliError, CheckpointError, DivergenceError, clip, shorten, show
-from bpcli.files import write_atomic  # noqa: F401 - re-exported: checkpoints were the first atomic writes
+from bpcli.files import npy_header, write_atomic  # noqa: F401 - write_atomic re-exported
 from bpcli.network import Network
 
 Array = np.ndarray
@@ -135,13 +135,7 @@ class _Archive:
         name = info.filename[:-4]
         try:
             with self.zf.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                else:
-                    self.fail(f"{show(name)} is stored in .npy format {version}, which bpcli does not write")
+                shape, dtype = npy_header(f)
                 offset = f.tell()
         except CheckpointError:
             raise

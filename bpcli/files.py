@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import IO
+
+import numpy as np
 
 TMP_SUFFIX = ".tmp"
 
@@ -48,3 +51,18 @@ def stale_temporaries(directory: Path) -> list[Path]:
         return []
     return sorted(p for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)
                   and p.is_file())
+
+
+def npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the .npy stream `f` from its header alone, before any data is read, so that a
+    crafted file declaring terabytes or pickled objects is judged before it costs anything. ValueError
+    for a format other than 1.0 and 2.0 (the ones NumPy writes without pickle); `f` is left at the data.
+    """
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported (1.0, 2.0)")
+    return tuple(int(n) for n in shape), dtype

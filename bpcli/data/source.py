@@ -23,6 +23,7 @@ import numpy as np
 from bpcli.data.idx import GZIP_MAGIC, MAX_IDX_BYTES, decompress, idx_digest, parse_idx, read_blob
 from bpcli.data.registry import DATASETS, FILES, ROLES, FileFacts
 from bpcli.errors import DataError
+from bpcli.files import npy_header
 
 Array = np.ndarray
 
@@ -149,13 +150,7 @@ def _read_member(archive: zipfile.ZipFile, member: str, path: Path) -> Array:
             raise DataError(f"{where}: {info.file_size} bytes, more than the {MAX_IDX_BYTES} bpcli reads from one "
                             "array")
         with archive.open(member) as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise DataError(f"{where}: .npy format version {version[0]}.{version[1]} is not supported (1.0, 2.0)")
+            shape, dtype = npy_header(f)
         if dtype.hasobject:
             raise DataError(f"{where}: an object array, which only pickle can load; bpcli loads .npz files with "
                             "allow_pickle=False (plain numeric arrays only), so it is refused")
