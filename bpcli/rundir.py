@@ -4,6 +4,7 @@ an epoch's outputs visible together or not at all.
     config.yaml     the resolved config               metrics.jsonl   one JSON object per epoch
     last.npz        the latest position               best.npz        the best epoch by validation
     .commit.json    the latest commit                 .bpcli.lock     held by the run using the directory
+    result.json     how the latest session ended: test accuracy and loss of a finished run, or divergence
 
 An epoch ends with several files to replace (last.npz, best.npz, metrics.jsonl); a crash between two
 of them used to leave a missing metrics row or an older best.npz for good. Now each file is first
@@ -30,8 +31,10 @@ from bpcli.files import stale_temporaries, write_atomic
 
 LOCK = ".bpcli.lock"
 COMMIT = ".commit.json"
+RESULT = "result.json"
 STAGED = ".next"
-OUTPUTS = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", COMMIT)
+OUTPUTS = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", COMMIT, RESULT)
+MAX_RECORD = 1 << 16  # bytes read from a small JSON record (commit, result, dataset): they are a few hundred
 
 
 class RunDirError(BpcliError):
@@ -223,6 +226,37 @@ class RunFiles:
     @property
     def best(self) -> Path:
         return self.root / "best.npz"
+
+    def read_record(self, name: str) -> dict | None:
+        """A small JSON object the run wrote (.commit.json, result.json, dataset.json), or None when it is
+        missing, unreadable or not an object: the file is untrusted, so nothing in it is taken on faith."""
+        try:
+            with open(self.root / name, "rb") as f:
+                record = json.loads(f.read(MAX_RECORD))
+        except (OSError, ValueError, RecursionError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def in_use(self) -> int | None:
+        """The PID of the live run holding this directory's lock, or None. Only looks: a shared,
+        non-blocking flock on a separate descriptor, released at once, so a run starting meanwhile is
+        never kept out; it is tried only when the lock file holds a PID (a released lock is emptied)."""
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            if not holder:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return int(holder) if holder.isdigit() else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     def read_metrics(self) -> list[EpochMetrics]:
         """The rows of metrics.jsonl; a line that is not a row written by bpcli ends the list."""

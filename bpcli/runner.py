@@ -27,7 +27,7 @@ from bpcli.errors import DataError
 from bpcli.errors import CheckpointError, DivergenceError, UsageError
 from bpcli.render import train as view
 from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan, run_root
-from bpcli.rundir import COMMIT, RunDirError, RunFiles
+from bpcli.rundir import COMMIT, RESULT, RunDirError, RunFiles
 from bpcli.train import Interrupted, Summary, Trainer, evaluate as evaluate_split, fit
 
 
@@ -229,6 +229,8 @@ def _train(
             files.write("config.yaml", cfg.to_yaml().encode())
             files.write(DATASET_FILE, dataset_record(cfg, data))
             summary = _fit(cfg, trainer, files, data, _view(mode, console, layers), stop, started)
+            files.write(RESULT, result_record("finished", epoch=summary.epochs, test_accuracy=summary.test_accuracy,
+                                              test_loss=summary.test_loss))
         except Interrupted:
             assert files is not None and trainer is not None
             _report_interrupt(say, stop, trainer, files, mode)
@@ -238,6 +240,9 @@ def _train(
             _report_abort(say, files)
             return 130
         except DivergenceError as e:
+            if files is not None:
+                with contextlib.suppress(RunDirError):  # the divergence is the news, not a disk that refuses a note
+                    files.write(RESULT, result_record("diverged", message=str(e)))
             kept = f"; the last good checkpoint is {files.last}" if files is not None and files.last.is_file() else ""
             raise DivergenceError(f"{e}{kept}") from None
         try:
@@ -248,6 +253,13 @@ def _train(
         except KeyboardInterrupt:
             pass  # the outputs are complete; only the report was cut short
     return 0
+
+
+def result_record(state: str, **fields: object) -> bytes:
+    """result.json: how a session ended ("finished" with the test accuracy and loss, or "diverged"), so that
+    `bpcli runs` need not evaluate anything; stamped with the time, as a later commit (a resumed run) makes
+    it out of date."""
+    return (json.dumps({"state": state, **fields, "time": time.time()}) + "\n").encode()
 
 
 def _fit(cfg: Config, trainer: Trainer, files: RunFiles, data: Dataset, live: view.TrainView, stop: StopFlag,
