@@ -15,15 +15,16 @@ class MissingExtra(BpcliError):
     exit_code = 2
 
 
-# module -> the extra of pyproject.toml that installs it
-EXTRAS = {"matplotlib": "plot", "PIL": "plot"}
+# module -> the extra of pyproject.toml that installs it (Pillow is also in `predict`, which callers name)
+EXTRAS = {"matplotlib": "plot", "PIL": "plot", "onnx": "onnx", "onnxruntime": "onnx"}
 
 
-def need(module: str, purpose: str) -> ModuleType:
-    """Import `module`, or fail with `{purpose} needs {module}: pip install 'bpcli[extra]'`."""
+def need(module: str, purpose: str, extra: str | None = None) -> ModuleType:
+    """Import `module`, or fail with `{purpose} needs {module}: pip install 'bpcli[extra]'` (`extra`
+    when given, else the one EXTRAS names)."""
     try:
         return importlib.import_module(module)
     except ImportError:
         name = {"PIL": "Pillow"}.get(module.split(".")[0], module.split(".")[0])
-        extra = EXTRAS.get(module.split(".")[0], "plot")
+        extra = extra or EXTRAS.get(module.split(".")[0], "plot")
         raise MissingExtra(f"{purpose} needs {name}: pip install 'bpcli[{extra}]'") from None

@@ -1,0 +1,86 @@
+"""`bpcli predict`, `bpcli runs` and `bpcli export`: using a trained network, on your own images, among
+your other runs, and outside bpcli. Registered on bpcli's app by the import at the end of `bpcli.cli`;
+like every command, only parsing and wiring live here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from bpcli.cli import command, console, err_console
+
+
+@command("predict", short_help="A trained network's top 3 classes for your images of digits (or IDX/.npz).")
+def predict_command(
+    run: Path = typer.Argument(..., metavar="RUN_DIR_OR_CHECKPOINT",
+                               help="A run directory (its last.npz) or a checkpoint (.npz)."),
+    images: list[Path] = typer.Argument(
+        ..., metavar="IMAGE...",
+        help="Image files (PNG, JPEG, BMP, ...; needs bpcli\\[predict]), or IDX / .npz files of images already "
+             "in the dataset's form.",
+    ),
+    show: bool = typer.Option(False, "--show", metavar="", help="Draw each image as the network sees it."),
+    as_json: bool = typer.Option(False, "--json", metavar="",
+                                 help="Image files: one JSON object. IDX/.npz: JSON lines instead of CSV."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", metavar="FILE",
+        help="IDX/.npz input: write the rows to FILE (.csv or .jsonl) instead of standard output.",
+    ),
+) -> None:
+    """Classify images with a trained network and show its top 3 classes with their probabilities.
+
+    An image file is prepared as MNIST's digits were: grayscale, inverted when its background is light,
+    cropped to the ink, its longer side scaled to 20 pixels, placed in 28×28 by its centre of mass
+    (the network's input size decides the size). IDX and .npz files hold images already in that form:
+    one row per image is written as CSV (or JSON lines with --json), with the true label when the
+    file has labels. Exit code 2 if any file could not be read or held no ink."""
+    from bpcli import predict
+    from bpcli.errors import UsageError
+    from bpcli.files import write_atomic
+    from bpcli.render import predict as view
+
+    model = predict.load_model(run)
+    batch = [predict.is_batch_file(p) for p in images]
+    if any(batch):
+        if not all(batch):
+            raise UsageError("give image files or IDX/.npz files of images, not both in one call")
+        fmt = "jsonl" if as_json else "csv"
+        if out is not None:
+            fmt = {".csv": "csv", ".jsonl": "jsonl"}.get(out.suffix.lower(), "")
+            if not fmt:
+                raise UsageError(f"--out {out}: expected a .csv or .jsonl file name")
+        rows, notes = [], []
+        for path in images:
+            got, accuracy = predict.predict_batch(model, path)
+            if len(images) > 1:
+                got = [{"file": str(path), **r} for r in got]
+            rows += got
+            if accuracy is not None:
+                notes.append(f"{path}: {len(got):,} images, accuracy {100 * accuracy:.2f}% against its labels")
+        text = predict.rows_text(rows, fmt)
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            write_atomic(out, text.encode())
+            notes.insert(0, f"wrote {len(rows):,} predictions to {out}")
+        for note in model.notes + notes:
+            err_console.print(escape(note), soft_wrap=True, highlight=False)
+        return
+    if out is not None:
+        raise UsageError("--out is for IDX/.npz input; for image files use --json and redirect it")
+    predictions = predict.predict_images(model, images)
+    if as_json:
+        typer.echo(json.dumps({"checkpoint": str(model.source), "epoch": model.epoch,
+                               "input": list(model.shape), "notes": model.notes,
+                               "predictions": [p.to_json(model.probability) for p in predictions]}))
+    else:
+        view.render(console, model, predictions, show)
+    failed = [p.error for p in predictions if p.error is not None]
+    for error in failed:
+        err_console.print(f"[bold red]error:[/] {escape(error)}", soft_wrap=True, highlight=False)
+    if failed:
+        raise typer.Exit(2)
