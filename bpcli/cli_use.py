@@ -84,3 +84,41 @@ def predict_command(
         err_console.print(f"[bold red]error:[/] {escape(error)}", soft_wrap=True, highlight=False)
     if failed:
         raise typer.Exit(2)
+
+
+@command("runs", short_help="The runs under runs/ (or DIR): state, accuracy, time; or compare two.")
+def runs_command(
+    args: Optional[list[str]] = typer.Argument(
+        None, metavar="[DIR] | compare A B",
+        help="A directory of runs (default runs/), or `compare` and two run directories.",
+    ),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the result as JSON."),
+) -> None:
+    """A table of the runs in runs/ (or DIR): name, start time, network, optimizer, epochs done of planned,
+    best validation accuracy, test accuracy, training time, and state (finished, interrupted with the
+    command that resumes it, running, diverged, broken). Nothing is evaluated: a finished run recorded its
+    test accuracy when it ended.
+
+    `bpcli runs compare A B` shows the config fields that differ and the metrics side by side, with B − A."""
+    from bpcli import runs
+    from bpcli.errors import UsageError
+    from bpcli.render import runs as view
+
+    args = args or []
+    if args and args[0] == "compare":
+        if len(args) != 3:
+            raise UsageError("usage: bpcli runs compare A B (two run directories)")
+        c = runs.compare(Path(args[1]), Path(args[2]))
+        if as_json:
+            typer.echo(json.dumps(runs.comparison_json(c)))
+        else:
+            view.render_comparison(console, c)
+        return
+    if len(args) > 1:
+        raise UsageError(f"bpcli runs takes one directory, got {len(args)}; to compare two runs: "
+                         "bpcli runs compare A B")
+    listed = runs.read_all(Path(args[0]) if args else Path("runs"))
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in listed]))
+    else:
+        view.render(console, listed)
