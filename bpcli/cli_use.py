@@ -122,3 +122,30 @@ def runs_command(
         typer.echo(json.dumps([r.to_json() for r in listed]))
     else:
         view.render(console, listed)
+
+
+@command("export", short_help="Write a trained network as ONNX (bpcli[onnx]) or plain NumPy arrays (.npz).")
+def export_command(
+    run: Path = typer.Argument(..., metavar="RUN", help="A run directory (its last.npz) or a checkpoint (.npz)."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="FILE", help="The file to write."),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", metavar="onnx|npz", help="Default: from the suffix of --out."
+    ),
+) -> None:
+    """ONNX: a standard graph (Gemm and the activations, Softmax at the output) checked by onnx.checker,
+    input `input` [batch, n_1] float32, for onnxruntime and any other ONNX runtime. NPZ: w2, b2, ..., wL,
+    bL (w^l of shape (n_l, n_(l-1))) with layers, activation, output and class_names, loadable with
+    allow_pickle=False."""
+    from bpcli import export
+
+    written = export.export(run, out, export.format_for(out, fmt))
+    n = written.sizes
+    if written.format == "onnx":
+        ops = ", ".join(dict.fromkeys(written.operators))
+        console.print(f"wrote {written.path} ({written.bytes:,} bytes): input '{written.input}' [batch, {n[0]}] "
+                      f"float32 -> '{written.output}' [batch, {n[-1]}]; {ops}; opset {export.OPSET}",
+                      soft_wrap=True, highlight=False, markup=False)
+    else:
+        names = ", ".join(f"w{l}, b{l}" for l in range(2, len(n) + 1))
+        console.print(f"wrote {written.path} ({written.bytes:,} bytes): {names}, layers, activation, output, "
+                      "class_names", soft_wrap=True, highlight=False, markup=False)
