@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from rich.console import Console
@@ -28,7 +28,7 @@ from bpcli.errors import CheckpointError, DivergenceError, UsageError
 from bpcli.render import train as view
 from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan, run_root
 from bpcli.rundir import COMMIT, RESULT, RunDirError, RunFiles
-from bpcli.train import Interrupted, Summary, Trainer, evaluate as evaluate_split, fit
+from bpcli.train import EpochMetrics, Interrupted, Summary, Trainer, evaluate as evaluate_split, fit
 
 
 class StopFlag:
@@ -209,9 +209,7 @@ def _train(
             data = load_data(cfg)
             resources.check_training(cfg, len(data.train), max(len(data.validation), len(data.test)))
             if plan is None:
-                # Saved with an absolute data path, so the run can be resumed or evaluated from anywhere.
-                path = str(Path(cfg.data.path).resolve())
-                cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=path))
+                cfg = absolute_data_path(cfg)
             trainer = Trainer(cfg, data)
             if plan is not None:
                 ckpt_io.check_resumable(plan.checkpoint, plan.root)
@@ -223,14 +221,11 @@ def _train(
                 files = RunFiles.create(out if out is not None else RunFiles.default_root(cfg.name), force)
                 unlock.callback(files.release)
             assert files is not None
-            files.check_space(resources.checkpoint_bytes(cfg))
             for note in files.notes:
                 say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
-            files.write("config.yaml", cfg.to_yaml().encode())
-            files.write(DATASET_FILE, dataset_record(cfg, data))
+            write_run_files(cfg, data, files)
             summary = _fit(cfg, trainer, files, data, _view(mode, console, layers), stop, started)
-            files.write(RESULT, result_record("finished", epoch=summary.epochs, test_accuracy=summary.test_accuracy,
-                                              test_loss=summary.test_loss))
+            write_result(files, summary)
         except Interrupted:
             assert files is not None and trainer is not None
             _report_interrupt(say, stop, trainer, files, mode)
@@ -268,13 +263,48 @@ def _fit(cfg: Config, trainer: Trainer, files: RunFiles, data: Dataset, live: vi
     title = (f"{cfg.name}: {list(m.layers)} {m.activation}/{m.output}, {t.optimizer.name}, "
              f"{len(data.train):,} training examples; data: {data.identity.label}")
     live.start(title, t.epochs, len(data.train), str(files.root))
-    # Overflow on the way to divergence is detected and reported by the loop; NumPy's warnings would
-    # only add noise above that message.
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            return fit(trainer, files, live.epoch_start, live.batch, live.epoch_end, stop, started)
+        return fit_run(trainer, files, live.epoch_start, live.batch, live.epoch_end, stop, started)
     finally:
         live.stop()
+
+
+# -- what a new run does before and around its epochs: shared by `train` and each trial of `sweep` ---
+
+
+def absolute_data_path(cfg: Config) -> Config:
+    """`cfg` with its data path made absolute, so the run can be resumed or evaluated from anywhere."""
+    path = str(Path(cfg.data.path).resolve())
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=path))
+
+
+def write_run_files(cfg: Config, data: Dataset, files: RunFiles) -> None:
+    """What a run directory holds before its first epoch: its resolved config and the record of its data,
+    once the disk is known to have room for its checkpoints."""
+    files.check_space(resources.checkpoint_bytes(cfg))
+    files.write("config.yaml", cfg.to_yaml().encode())
+    files.write(DATASET_FILE, dataset_record(cfg, data))
+
+
+def write_result(files: RunFiles, summary: Summary) -> None:
+    """result.json of a run that finished its epochs: its test accuracy and loss."""
+    files.write(RESULT, result_record("finished", epoch=summary.epochs, test_accuracy=summary.test_accuracy,
+                                      test_loss=summary.test_loss))
+
+
+def fit_run(
+    trainer: Trainer,
+    files: RunFiles,
+    on_epoch_start: Callable[[int], None] | None,
+    on_batch: Callable[[int], None] | None,
+    on_epoch_end: Callable[[EpochMetrics], None] | None,
+    should_stop: Callable[[], bool] | None,
+    started: float | None,
+) -> Summary:
+    """`train.fit`, with NumPy's overflow warnings silenced: overflow on the way to divergence is detected
+    and reported by the loop, and the warnings would only add noise above that message."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return fit(trainer, files, on_epoch_start, on_batch, on_epoch_end, should_stop, started)
 
 
 def _report_interrupt(say: Console, stop: StopFlag, trainer: Trainer, files: RunFiles, mode: Mode) -> None:
