@@ -49,7 +49,7 @@ class Run:
     layers: list[int] | None = None
     activation: str | None = None
     output: str | None = None
-    optimizer: str | None = None  # e.g. "momentum 0.9, η 0.1"
+    optimizer: str | None = None  # e.g. "momentum 0.9, η=0.1"
     epochs_done: int | None = None
     epochs_planned: int | None = None
     batch: int = 0  # batches done in the unfinished epoch (an interrupt inside an epoch)
@@ -96,7 +96,7 @@ def describe_optimizer(cfg: Config) -> str:
     t = cfg.training
     o = t.optimizer
     name = f"momentum {o.momentum:g}" if o.name == "momentum" else o.name
-    return f"{name}, η {t.learning_rate:g}"
+    return f"{name}, η={t.learning_rate:g}"
 
 
 def read(path: str | Path) -> Run:

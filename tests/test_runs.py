@@ -94,7 +94,7 @@ def test_each_state_is_read_from_the_directory_alone(runs_dir: Path) -> None:
     rows = RunFiles(runs_dir / "finished").read_metrics()
     assert fin.best_val_accuracy == max(r.val_accuracy for r in rows)  # type: ignore[type-var]
     assert fin.seconds == pytest.approx(sum(r.seconds + r.eval_seconds for r in rows))
-    assert found["longer"].optimizer == "momentum 0.9, η 0.5"
+    assert found["longer"].optimizer == "momentum 0.9, η=0.5"
     stopped = found["interrupted"]
     assert (stopped.epochs_done, stopped.epochs_planned, stopped.batch) == (1, 4, 8)
     assert stopped.resume == f"bpcli train --resume {runs_dir / 'interrupted'}"
@@ -226,3 +226,20 @@ def test_compare_shows_config_and_metric_differences_side_by_side(runs_dir: Path
     assert bad.exit_code == 2 and "usage: bpcli runs compare A B" in bad.stderr
     not_run = runner.invoke(app, ["runs", "compare", str(a), str(runs_dir / "not-a-run")])
     assert not_run.exit_code == 2 and "not a run directory" in not_run.stderr
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 120, 150])
+def test_long_run_names_and_networks_are_never_folded(runs_dir: Path, width: int, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run names as bpcli makes them (config name and timestamp) stay whole, as do the words of the
+    network and optimizer: a layout that cannot keep them whole gives way to a narrower one."""
+    names = ["deep-sigmoid-scaled-20261129-043136", "finished-20261129-043112", "longer-20261129-043144-2"]
+    for name, source in zip(names, ("finished", "finished", "longer")):
+        shutil.copytree(runs_dir / source, tmp_path / name)
+    code, out = _listing(width, tmp_path, monkeypatch)
+    assert code == 0 and "…" not in out
+    assert max(len(line) for line in out.splitlines()) <= width
+    words = set(out.split())
+    for name in names:
+        assert name in words
+    assert {"784-16-10", "momentum", "η=0.5", "sigmoid/softmax", "relu/softmax"} <= words

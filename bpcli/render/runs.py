@@ -8,11 +8,11 @@ sentence (how to resume an interrupted run, why one is broken or diverged) goes 
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.table import Table
@@ -20,7 +20,6 @@ from rich.text import Text
 
 from bpcli.runs import Comparison, Row, Run
 
-_MEASURE = Console(width=10_000, file=io.StringIO(), color_system=None)
 STYLE = {"finished": "green", "interrupted": "yellow", "running": "cyan", "diverged": "red", "broken": "red"}
 DASH = "—"
 
@@ -59,45 +58,96 @@ def epochs(r: Run) -> str:
     return f"{done}/{planned}"
 
 
-def _cells(r: Run) -> dict[str, Any]:
+def _cells(r: Run) -> dict[str, str]:
     return {"epochs": epochs(r), "best val": percent(r.best_val_accuracy), "test": percent(r.test_accuracy),
-            "time": duration(r.seconds), "state": Text(r.state, style=STYLE.get(r.state, ""))}
+            "time": duration(r.seconds)}
 
 
-def _fits(table: Table, width: int) -> bool:
-    """Every number whole and every word of the names whole: Rich wraps the rest between words."""
-    return _MEASURE.measure(table).minimum <= width
+GAP = 2  # columns between two cells
+NUMBERS = ("epochs", "best val", "test", "time")
 
 
-def full_table(runs: list[Run]) -> Table:
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
-    t.add_column("run", overflow="fold")
+def _longest_word(texts: list[str]) -> int:
+    return max((cell_len(word) for t in texts for word in t.split()), default=1)
+
+
+def _longest(texts: list[str]) -> int:
+    return max((cell_len(t) for t in texts), default=1)
+
+
+def _fixed(header: str, cells: list[str]) -> int:
+    return max(cell_len(header), _longest(cells))
+
+
+def _table() -> Table:
+    return Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
+
+
+def _numbers(runs: list[Run], t: Table) -> None:
+    cells = [_cells(r) for r in runs]
+    for name in NUMBERS:
+        t.add_column(name, justify="right", no_wrap=True, width=_fixed(name, [c[name] for c in cells]))
+    t.add_column("state", no_wrap=True, width=_fixed("state", [r.state for r in runs]))
+
+
+def _numbers_width(runs: list[Run], short: bool) -> int:
+    """The columns that never wrap (start time, numbers, state) with the gaps of the whole table."""
+    cells = [_cells(r) for r in runs]
+    widths = [_fixed("started", [started(r, short) for r in runs])]
+    widths += [_fixed(name, [c[name] for c in cells]) for name in NUMBERS]
+    widths.append(_fixed("state", [r.state for r in runs]))
+    return sum(widths)
+
+
+def full_table(runs: list[Run], width: int, short: bool = False) -> Table | None:
+    """Every column of its own; names whole, network and optimizer wrapped between words if they must:
+    None when even that does not fit. `short`: the start time without the year."""
+    names, nets, opts = [r.name for r in runs], [network(r) for r in runs], [r.optimizer or DASH for r in runs]
+    fixed = _numbers_width(runs, short) + GAP * 8
+    lows = [_fixed("run", names), max(7, _longest_word(nets)), max(9, _longest_word(opts))]
+    highs = [lows[0], max(7, _longest(nets)), max(9, _longest(opts))]
+    room = width - fixed
+    if sum(lows) > room:
+        return None
+    # Give the optimizer, then the network, what they need on one line, as far as the room goes.
+    spare = room - sum(lows)
+    widths = list(lows)
+    for i in (2, 1):
+        extra = min(spare, highs[i] - lows[i])
+        widths[i] += extra
+        spare -= extra
+    t = _table()
+    t.add_column("run", no_wrap=True, width=widths[0])
     t.add_column("started", no_wrap=True)
-    t.add_column("network", overflow="fold")
-    t.add_column("optimizer", overflow="fold")
-    for name in ("epochs", "best val", "test", "time"):
-        t.add_column(name, justify="right", no_wrap=True)
-    t.add_column("state", no_wrap=True)
+    t.add_column("network", width=widths[1])
+    t.add_column("optimizer", width=widths[2])
+    _numbers(runs, t)
     for r in runs:
         c = _cells(r)
-        t.add_row(Text(r.name), started(r), network(r), r.optimizer or DASH, c["epochs"], c["best val"], c["test"],
-                  c["time"], c["state"])
+        t.add_row(Text(r.name), started(r, short), network(r), r.optimizer or DASH, c["epochs"], c["best val"],
+                  c["test"], c["time"], Text(r.state, style=STYLE.get(r.state, "")))
     return t
 
 
-def compact_table(runs: list[Run]) -> Table:
-    """Name, network and optimizer share the first column; the numbers keep theirs, never wrapped."""
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
-    t.add_column("run", overflow="fold")
+def compact_table(runs: list[Run], width: int) -> Table | None:
+    """Name, network and optimizer share the first column, one line each (wrapped between words if they
+    must); the start time and the numbers keep theirs: None when the names do not fit whole."""
+    names = [r.name for r in runs]
+    texts = names + [network(r) for r in runs] + [r.optimizer or DASH for r in runs]
+    fixed = _numbers_width(runs, short=True) + GAP * 6
+    low = max(_fixed("run", names), _longest_word(texts))
+    if low + fixed > width:
+        return None
+    t = _table()
+    t.add_column("run", width=min(_longest(texts), width - fixed))
     t.add_column("started", no_wrap=True)
-    for name in ("epochs", "best val", "test", "time"):
-        t.add_column(name, justify="right", no_wrap=True)
-    t.add_column("state", no_wrap=True)
+    _numbers(runs, t)
     for r in runs:
         c = _cells(r)
         first = Text(r.name, style="bold")
         first.append(f"\n{network(r)}\n{r.optimizer or DASH}", style="dim")
-        t.add_row(first, started(r, short=True), c["epochs"], c["best val"], c["test"], c["time"], c["state"])
+        t.add_row(first, started(r, short=True), c["epochs"], c["best val"], c["test"], c["time"],
+                  Text(r.state, style=STYLE.get(r.state, "")))
     return t
 
 
@@ -108,7 +158,7 @@ def blocks(runs: list[Run], width: int) -> list[Text]:
         c = _cells(r)
         head = Text(r.name, style="bold")
         head.append("  ")
-        head.append_text(c["state"])
+        head.append(r.state, style=STYLE.get(r.state, ""))
         out.append(head)
         items = [network(r), r.optimizer or DASH, f"started {started(r)}", f"epochs {c['epochs']}",
                  f"best val {c['best val']}", f"test {c['test']}", f"time {c['time']}"]
@@ -151,11 +201,9 @@ def notes(runs: list[Run]) -> list[Text]:
 def listing(runs: list[Run], width: int) -> list[RenderableType]:
     if not runs:
         return [Text("no runs here yet: `bpcli train CONFIG` makes one")]
-    full, compact = full_table(runs), compact_table(runs)
-    if _fits(full, width):
-        body: list[RenderableType] = [full]
-    elif _fits(compact, width):
-        body = [compact]
+    table = full_table(runs, width) or full_table(runs, width, short=True) or compact_table(runs, width)
+    if table is not None:
+        body: list[RenderableType] = [table]
     else:
         body = list(blocks(runs, width))
     out: list[RenderableType] = body
