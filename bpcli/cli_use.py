@@ -14,12 +14,12 @@ from rich.markup import escape
 from bpcli.cli import command, console, err_console
 
 
-@command("predict", short_help="A trained network's top 3 classes for your images of digits (or IDX/.npz).")
+@command("predict", short_help="A trained network's top 3 classes for images of digits.")
 def predict_command(
     run: Path = typer.Argument(..., metavar="RUN_DIR_OR_CHECKPOINT",
                                help="A run directory (its last.npz) or a checkpoint (.npz)."),
     images: list[Path] = typer.Argument(
-        ..., metavar="IMAGE...",
+        ..., metavar="IMAGE",
         help="Image files (PNG, JPEG, BMP, ...; needs bpcli\\[predict]), or IDX / .npz files of images already "
              "in the dataset's form.",
     ),
@@ -31,13 +31,12 @@ def predict_command(
         help="IDX/.npz input: write the rows to FILE (.csv or .jsonl) instead of standard output.",
     ),
 ) -> None:
-    """Classify images with a trained network and show its top 3 classes with their probabilities.
-
-    An image file is prepared as MNIST's digits were: grayscale, inverted when its background is light,
-    cropped to the ink, its longer side scaled to 20 pixels, placed in 28×28 by its centre of mass
-    (the network's input size decides the size). IDX and .npz files hold images already in that form:
-    one row per image is written as CSV (or JSON lines with --json), with the true label when the
-    file has labels. Exit code 2 if any file could not be read or held no ink."""
+    """A trained network's top 3 classes, with their probabilities, for each image file of a handwritten
+    digit, prepared as MNIST's digits were: grayscale, inverted when its background is light, cropped to
+    the ink, its longer side scaled to 20 pixels, placed in 28×28 by its centre of mass (the network's
+    input size decides the size). IDX and .npz files of images already in that form give one row per
+    image, as CSV (or JSON lines with --json), with the true label when the file has labels. Exit code 2
+    if any file could not be read or held no ink."""
     from bpcli import predict
     from bpcli.errors import UsageError
     from bpcli.files import write_atomic
@@ -86,10 +85,10 @@ def predict_command(
         raise typer.Exit(2)
 
 
-@command("runs", short_help="The runs under runs/ (or DIR): state, accuracy, time; or compare two.")
+@command("runs", short_help="The runs in runs/ (or DIR) and their state; or compare two.")
 def runs_command(
     args: Optional[list[str]] = typer.Argument(
-        None, metavar="[DIR] | compare A B",
+        None, metavar="DIR | compare A B",
         help="A directory of runs (default runs/), or `compare` and two run directories.",
     ),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print the result as JSON."),
@@ -97,9 +96,8 @@ def runs_command(
     """A table of the runs in runs/ (or DIR): name, start time, network, optimizer, epochs done of planned,
     best validation accuracy, test accuracy, training time, and state (finished, interrupted with the
     command that resumes it, running, diverged, broken). Nothing is evaluated: a finished run recorded its
-    test accuracy when it ended.
-
-    `bpcli runs compare A B` shows the config fields that differ and the metrics side by side, with B − A."""
+    test accuracy when it ended. `bpcli runs compare A B` shows the config fields that differ and the
+    metrics side by side, with B − A."""
     from bpcli import runs
     from bpcli.errors import UsageError
     from bpcli.render import runs as view
@@ -124,7 +122,7 @@ def runs_command(
         view.render(console, listed)
 
 
-@command("export", short_help="Write a trained network as ONNX (bpcli[onnx]) or plain NumPy arrays (.npz).")
+@command("export", short_help="Write a trained network as ONNX or plain NumPy arrays (.npz).")
 def export_command(
     run: Path = typer.Argument(..., metavar="RUN", help="A run directory (its last.npz) or a checkpoint (.npz)."),
     out: Path = typer.Option(..., "--out", "-o", metavar="FILE", help="The file to write."),
@@ -132,10 +130,10 @@ def export_command(
         None, "--format", "-f", metavar="onnx|npz", help="Default: from the suffix of --out."
     ),
 ) -> None:
-    """ONNX: a standard graph (Gemm and the activations, Softmax at the output) checked by onnx.checker,
-    input `input` [batch, n_1] float32, for onnxruntime and any other ONNX runtime. NPZ: w2, b2, ..., wL,
-    bL (w^l of shape (n_l, n_(l-1))) with layers, activation, output and class_names, loadable with
-    allow_pickle=False."""
+    """Write the network of RUN to FILE. ONNX (needs bpcli\\[onnx]): a standard graph, Gemm and the
+    activations with Softmax at the output, checked by onnx.checker, input `input` \\[batch, n_1] float32,
+    for onnxruntime and any other ONNX runtime. NPZ: w2, b2, ..., wL, bL (w^l of shape (n_l, n_(l-1))) with
+    layers, activation, output and class_names, loadable with allow_pickle=False."""
     from bpcli import export
 
     written = export.export(run, out, export.format_for(out, fmt))

@@ -121,3 +121,13 @@ def test_export_mistakes_are_one_line(run: Path, tmp_path: Path, monkeypatch: py
     assert result.exit_code == 2
     assert result.stderr == "error: ONNX export needs onnx: pip install 'bpcli[onnx]'\n"
     assert not (tmp_path / "net.onnx").exists()
+
+
+def test_help_lists_predict_runs_and_export_in_one_sentence_each_at_80_columns() -> None:
+    import re
+
+    listing = runner.invoke(app, ["-h"], env={"COLUMNS": "80"}).output
+    for name in ("predict", "runs", "export"):
+        assert re.search(rf"│ {name}\s+\S.*\.\s+│", listing), name
+        result = runner.invoke(app, [name, "-h"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0 and "<bool>" not in result.output
