@@ -390,3 +390,4 @@ def main() -> None:
 from bpcli import cli_pictures  # noqa: E402,F401 - registers plot and show
 from bpcli import cli_configs  # noqa: E402,F401 - registers configs, init and data where
 from bpcli import cli_use  # noqa: E402,F401 - registers predict, runs and export
+from bpcli import cli_sweep  # noqa: E402,F401 - registers sweep (run, show)
