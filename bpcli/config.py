@@ -62,7 +62,7 @@ class TrainingConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     seed: int = 0
     dtype: Literal["float32", "float64"] = "float32"
-    threads: int = 1
+    threads: int = 0  # BLAS threads; 0: from the machine (bpcli/threads.py)
 
 
 @dataclass(frozen=True)
@@ -286,7 +286,7 @@ def _check(obj: Any, prefix: str, where: _Where) -> None:
         need(obj.learning_rate > 0, "learning_rate", f"must be > 0, got {obj.learning_rate}")
         need(obj.l2 >= 0, "l2", f"must be >= 0, got {obj.l2}")
         need(obj.seed >= 0, "seed", f"must be >= 0, got {obj.seed}")
-        need(obj.threads >= 0, "threads", f"must be >= 0 (0 = one per core), got {obj.threads}")
+        need(obj.threads >= 0, "threads", f"must be >= 0 (0 = auto: the free physical cores), got {obj.threads}")
     elif isinstance(obj, Config):
         # The name becomes a directory name under runs/, so it must not be able to climb out of it.
         need(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", obj.name)), "name",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -25,6 +25,7 @@ from bpcli.monitor import LayerMonitor
 from bpcli.network import Network, Workspace
 from bpcli.optim import Optimizer, learning_rate
 from bpcli.rundir import EpochMetrics, RunFiles, metrics_bytes  # noqa: F401 - RunFiles re-exported
+from bpcli.threads import auto_threads
 
 Array = np.ndarray
 
@@ -102,6 +103,10 @@ class Trainer:
 
     def __init__(self, cfg: Config, data: Dataset, net: Network | None = None, monitor: bool = True) -> None:
         check_compatible(cfg, data)
+        if cfg.training.threads == 0:
+            # "auto" is decided once, here, and kept in the config the checkpoints store: BLAS results
+            # differ in the last bits with the thread count, so a resumed run goes on with as many.
+            cfg = replace(cfg, training=replace(cfg.training, threads=auto_threads()))
         t = cfg.training
         self.cfg = cfg
         self.data = data
@@ -307,17 +312,14 @@ def fit(
 
 @contextlib.contextmanager
 def blas_threads(n: int) -> Iterator[None]:
-    """Limit BLAS to n threads (0: leave its default, one per core) for the block.
+    """Limit BLAS to n threads for the block; 0 ("auto") picks them from the machine now
+    (`threads.auto_threads`: physical cores, CPU quota, cores other processes keep busy).
 
-    Why 1 by default: OpenBLAS threads spin while they wait for each other, so when another process
-    holds a core they stall. Measured on the 2-core machine with a benchmark running beside it, one
-    epoch of configs/mnist.yaml took 44 s with 2 BLAS threads and 3.3 s with 1; on an idle machine 2
-    threads gain only 10-30%.
+    Why never more threads than free cores: OpenBLAS threads spin while they wait for each other, so
+    when another process holds a core they stall. Measured on the 2-core machine with a benchmark
+    running beside it, one epoch of configs/mnist.yaml took 44 s with 2 BLAS threads and 3.3 s with 1.
     """
-    if n <= 0:
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
+    with threadpool_limits(limits=n if n > 0 else auto_threads(), user_api="blas"):
         yield
 
 
