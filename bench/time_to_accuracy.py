@@ -20,6 +20,11 @@ prints as it arrives:
   running training loss and accuracy, validation after every epoch, test at the end. It writes no
   checkpoints and verifies no checksums: both favour torch.
 
+Which epoch first crosses a threshold depends on the initial weights as much as on the code, so by
+default round k trains with seed k (both contenders alike) and the medians are over seeds as well as
+over the machine's noise; `--same-seed` keeps the config's seed. `s/epoch` is the pure speed: the
+median time between two epoch lines.
+
 Both use the same number of threads (`--threads`; default the config's `training.threads`, with 0
 resolved as bpcli resolves it) and alternate inside one run (bpcli, torch, then torch, bpcli, ...), so
 the machine's drift hits them alike; each figure is the median over the rounds. Time to X% is the
@@ -105,16 +110,19 @@ def run(cmd: list[str], env: dict[str, str]) -> dict:
     stderr = proc.stderr.read() if proc.stderr else ""
     if proc.returncode != 0 or summary is None:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{stderr[-2000:]}")
+    stamps = [e["at"] for e in epochs]
     out = {"wall_s": wall, "test_accuracy": summary["test_accuracy"], "peak_rss_mb": usage.ru_maxrss / 1024,
-           "load": load, "epochs": epochs}
-    for x in THRESHOLDS:
+           "load": load, "epochs": epochs,
+           # Seconds per epoch (training, validation, and for bpcli its checkpoints), between epoch lines.
+           "epoch_s": statistics.median(b - a for a, b in zip(stamps, stamps[1:])) if len(stamps) > 1 else None}
+    for x in THRESHOLDS:  # time to X%: the first epoch line at or above X
         reached = next((e["at"] for e in epochs if e["val_accuracy"] is not None and e["val_accuracy"] >= x), None)
         out[f"to_{x * 100:.1f}_s"] = reached
     return out
 
 
 def bpcli_cmd(r: dict, run_dir: Path) -> list[str]:
-    sets = [*r["overrides"], f"training.threads={r['threads']}"]
+    sets = [*r["overrides"], f"training.threads={r['threads']}", f"training.seed={r['seed']}"]
     return [sys.executable, "-m", "bpcli", "train", r["config"], "--log-format", "jsonl", "--out", str(run_dir),
             "--force", *(a for s in sets for a in ("--set", s))]
 
@@ -240,7 +248,7 @@ def median(runs: list[dict], key: str) -> float | None:
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict:
-    keys = ["wall_s", *(f"to_{x * 100:.1f}_s" for x in THRESHOLDS), "test_accuracy", "peak_rss_mb"]
+    keys = ["wall_s", "epoch_s", *(f"to_{x * 100:.1f}_s" for x in THRESHOLDS), "test_accuracy", "peak_rss_mb"]
     med = {name: {k: median(rs, k) for k in keys} for name, rs in runs.items()}
     ratios = {k: med["bpcli"][k] / med["torch"][k] if med["bpcli"][k] and med["torch"][k] else None
               for k in keys if k != "test_accuracy"}
@@ -253,16 +261,16 @@ def table(result: dict):
     r = result["recipe"]
     t = Table(title=f"{r['config']}: {r['epochs']} epochs, batch {r['batch_size']}, {r['threads']} thread(s), "
                     f"medians of {result['rounds']} rounds")
-    for name in ("", "wall s", "to 98.0% s", "to 98.3% s", "test %", "peak RSS MB"):
+    for name in ("", "wall s", "s/epoch", "to 98.0% s", "to 98.3% s", "test %", "peak RSS MB"):
         t.add_column(name, justify="left" if not name else "right")
 
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
-    keys = ("wall_s", "to_98.0_s", "to_98.3_s")
+    keys = ("wall_s", "epoch_s", "to_98.0_s", "to_98.3_s")
     for name in ("bpcli", "torch"):
         m = result["medians"][name]
-        t.add_row(name, *(fmt(m[k], ".1f") for k in keys), fmt(m["test_accuracy"] and 100 * m["test_accuracy"], ".2f"),
+        t.add_row(name, *(fmt(m[k], ".2f" if k == "epoch_s" else ".1f") for k in keys), fmt(m["test_accuracy"] and 100 * m["test_accuracy"], ".2f"),
                   fmt(m["peak_rss_mb"], ".0f"))
     q = result["ratio_bpcli_torch"]
     t.add_row("bpcli/torch", *(fmt(q[k], ".2f") for k in keys), "", fmt(q["peak_rss_mb"], ".2f"))
@@ -276,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="threads for both (default: the config's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for both contenders (repeatable)")
+    p.add_argument("--same-seed", action="store_true",
+                   help="every round with the config's seed (default: round k uses seed k, for both contenders)")
     p.add_argument("--only", choices=("bpcli", "torch"), help="run one contender only (no ratios)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--torch-worker", help=argparse.SUPPRESS)
@@ -298,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for k in range(args.rounds):
             for name in names if k % 2 == 0 else names[::-1]:
-                cmd = bpcli_cmd(r, scratch / f"run{k}") if name == "bpcli" else torch_cmd(r)
+                rk = r if args.same_seed else dict(r, seed=k)
+                cmd = bpcli_cmd(rk, scratch / f"run{k}") if name == "bpcli" else torch_cmd(rk)
                 out = run(cmd, env)
                 runs[name].append(out)
                 print(f"round {k + 1} {name}: {out['wall_s']:.1f} s, test {100 * out['test_accuracy']:.2f}%, "
@@ -316,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
 
         console = Console()
+        console.width = max(console.width, 100)  # the table's width, also when stdout is not a terminal
         console.print(table(result))
         console.print(f"load averages before each run: {result['loads']}", highlight=False)
     return 0
