@@ -39,9 +39,10 @@ def configs_dir() -> Path | None:
 
 
 def names() -> list[str]:
-    """The built-in configs' names (file stems), sorted."""
+    """The built-in configs' names (file stems), sorted. NAME-sweep.yaml beside a config is the search
+    space `bpcli sweep NAME` finds for it, not a config."""
     root = configs_dir()
-    return sorted(p.stem for p in root.glob("*.yaml")) if root else []
+    return sorted(p.stem for p in root.glob("*.yaml") if not p.stem.endswith("-sweep")) if root else []
 
 
 def lookup(arg: str | Path) -> Path | None:

@@ -166,13 +166,14 @@ def test_a_finished_sweep_is_not_run_again(parallel: Any) -> None:
 
 
 def test_pruning_stops_hopeless_trials_after_their_first_epoch(tmp_path: Path) -> None:
-    """One job and a grid: the order is fixed, so which trials are pruned is too."""
-    space = write_space(tmp_path / "lr.yaml", "sampler: grid\npruner: {name: median, startup_trials: 1}\nparams:\n"
-                                              "  training.learning_rate: {choice: [0.5, 1.0, 0.002, 0.001, 0.0005]}\n")
-    done = bpcli("sweep", TINY, "--space", str(space), "--jobs", "1", "--json", *SMALL[:4], "--set",
-                 "training.epochs=3", cwd=tmp_path)
+    """One job and a grid: the order is fixed, so which trials are pruned is too. Without --space, the
+    space is NAME-sweep.yaml beside the config NAME.yaml."""
+    (tmp_path / "lr.yaml").write_text((CONFIGS / "tiny.yaml").read_text())
+    write_space(tmp_path / "lr-sweep.yaml", "sampler: grid\npruner: {name: median, startup_trials: 1}\nparams:\n"
+                                            "  training.learning_rate: {choice: [0.5, 1.0, 0.002, 0.001, 0.0005]}\n")
+    done = bpcli("sweep", "lr.yaml", "--jobs", "1", "--json", *SMALL, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    pruned = by_state(study_of(tmp_path / "runs" / "lr")).get("PRUNED", [])
+    pruned = by_state(study_of(tmp_path / "runs" / "lr-sweep")).get("PRUNED", [])
     assert pruned and all(len(t.intermediate_values) == 1 for t in pruned)
     assert all(t.params["training.learning_rate"] <= 0.002 for t in pruned)
 
@@ -352,6 +353,15 @@ def test_a_space_over_a_section_sets_only_the_fields_it_names() -> None:
     # YAML 1.1 reads 1e-3 as text; a float field takes it as the number it is, as the config does.
     space = sweep_space.loads("params:\n  training.learning_rate: {choice: [1e-3, 0.1]}\n", "s.yaml", base)
     assert space.params[0].values == (0.001, 0.1)
+
+
+def test_the_mnist_space_suits_its_config_and_is_not_listed_as_a_config() -> None:
+    from bpcli import builtin
+
+    space = sweep_space.load(CONFIGS / "mnist-sweep.yaml", config.load(CONFIGS / "mnist.yaml"))
+    assert space.name == "mnist-sweep" and space.objective == "val_accuracy"
+    assert "mnist-sweep" not in builtin.names() and "mnist" in builtin.names()
+    assert sweep_space.default_path(CONFIGS / "mnist.yaml") == CONFIGS / "mnist-sweep.yaml"
 
 
 def test_without_optuna_sweep_says_which_extra_and_train_still_works(tmp_path: Path) -> None:
