@@ -7,7 +7,7 @@ two, the reference path and the training path, at one point; `check` is one path
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -115,10 +115,13 @@ def check_subjects(
     entries: Literal["all"] | int = "all",
     seed: int = 0,
     workers: int | None = None,
+    seen: Callable[[Subject, list[Array | None], list[Probes]], None] | None = None,
 ) -> Report:
     """Compare each subject's gradient with numerical derivatives of its C. Subjects whose parameters
     equal those of an earlier one share its numerical derivatives (they are the same function at the
-    same point by the protocol's contract only if their `cost` agrees; `check_paths` makes sure)."""
+    same point by the protocol's contract only if their `cost` agrees; `check_paths` makes sure).
+    `seen(subject, gradient, probes)`, if given, gets each subject's raw comparison (for a diagnosis
+    that needs more than the per-group summary)."""
     h = DEFAULT_EPS[method] if eps is None else float(eps)
     rtol = DEFAULT_RTOL[method] if rtol is None else float(rtol)
     computed: list[tuple[list[Array], list[Probes]]] = []
@@ -134,6 +137,8 @@ def check_subjects(
         tol_atol = default_atol(method, h, cost) if atol is None else float(atol)
         allowance = _rounding_allowance(subject, shared, seed)
         gradient = subject.gradient()
+        if seen is not None:
+            seen(subject, gradient, shared)
         groups: list[GroupResult] = []
         for p, g, pr, extra in zip(params, gradient, shared, allowance):
             if g is None or g.shape != p.value.shape:
