@@ -30,9 +30,10 @@ class _SweepGroup(_Group):
 sweep_app = typer.Typer(
     cls=_SweepGroup, no_args_is_help=True,
     help="Search hyperparameters with Optuna: bpcli sweep CONFIG [--space FILE] [--trials N] [--jobs J] runs the "
-         "trials (the same as `bpcli sweep run CONFIG ...`); bpcli sweep show DIR reports a sweep. Needs bpcli[sweep].",
+         "trials (the same as `bpcli sweep run CONFIG ...`); bpcli sweep show DIR reports a sweep. Needs "
+         "bpcli\\[sweep].",
 )
-app.add_typer(sweep_app, name="sweep")
+app.add_typer(sweep_app, name="sweep", short_help="Search hyperparameters with Optuna, J trials at a time.")
 
 
 @command("run", group=sweep_app, short_help="Run a sweep's trials as ordinary runs, J at a time (the default).")
