@@ -333,13 +333,27 @@ def gradcheck_command(
     entries: str = typer.Option("all", "--entries", metavar="all|N", help="Check every entry, or N random ones per group (directional: N directions)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="S", help="Seed for initialization, random data and sampling (default training.seed)."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help="Also write the results as JSON to FILE."),
+    model: Optional[str] = typer.Option(
+        None, "--model", metavar="PATH.py:NAME",
+        help="Check your own NumPy network (book or function style) instead of bpcli's. Runs its code.",
+    ),
+    model_args: Optional[str] = typer.Option(
+        None, "--model-args", metavar="JSON", help="Layer sizes for a --model class or factory, e.g. '[784, 30, 10]'."
+    ),
 ) -> None:
     """Check backprop's gradient against numerical derivatives of C, entry by entry or along random
-    directions, on the reference path (float64) and the path training uses. Exit code 0 if every
-    group passes, 1 if any fails, 2 for bad input, 4 if the checker itself failed."""
+    directions, on the reference path (float64) and the path training uses, or your own network's
+    with --model (and say which equation a failure points to). Exit code 0 if every group passes,
+    1 if any fails, 2 for bad input (an exception in your code included), 4 if the checker failed."""
     from bpcli import gradcheck
     from bpcli.errors import UsageError
     from bpcli.render import gradcheck as view
+
+    if model is not None:
+        from bpcli.cli_models import gradcheck_model
+
+        return gradcheck_model(model, model_args, config_path, overrides or [], checkpoint_path, path, batch,
+                               random_data, method, eps, rtol, atol, entries, seed, json_path)
 
     if method not in gradcheck.METHODS:
         raise UsageError(f"--method {method!r}: expected one of {', '.join(gradcheck.METHODS)}")

@@ -38,6 +38,7 @@ class UserReport(Report):
     diagnosis: Diagnosis | None = None
     forward: Forward | None = None
     user_notes: list[str] = field(default_factory=list)
+    how: str = ""                 # where C and the gradient come from in their code
 
     @property
     def result(self) -> GradcheckResult:
@@ -92,7 +93,9 @@ def check_gradients(
     perturbed in place and restored bit for bit. Raises `UserCodeError` for an exception in their code
     and `UsageError` for a model or data that does not fit.
     """
-    if isinstance(model, str):
+    if isinstance(model, Model):
+        loaded = model
+    elif isinstance(model, str):
         loaded = load_model(model, None, sizes, seed)
     else:
         loaded = build(model, getattr(model, "__name__", type(model).__name__), None, sizes, seed)
@@ -118,6 +121,7 @@ def check_gradients(
         base = check_subjects([subject], method, eps, rtol, atol, entries, seed, workers=1, seen=seen)
         result = base.results[0]
         result.examples = subject.m
+        result.sizes = loaded.sizes  # not from the weight shapes: theirs may be transposed
         result.notes.extend(subject.notes)
         forward = compare(subject)
     finally:
@@ -125,6 +129,12 @@ def check_gradients(
     style = "book style" if loaded.style == "book" else "function style"
     report = UserReport(base.results, notes, model=loaded.name, style=style,
                         diagnosis=diagnosis_module.diagnose(result.groups, fits, subject.m), forward=forward)
+    if isinstance(subject, BookSubject):
+        cost = "cost.fn(a^L, y)" if subject.has_cost else "1/2 ||a^L - y||^2 (the network has no cost.fn)"
+        report.how = (f"C = mean over the batch of {cost}, a^L = feedforward(x); gradient = mean of "
+                      "backprop(x, y), one example at a time")
+    else:
+        report.how = "C = loss(params, x, y), gradient = grad(params, x, y), on the whole batch"
     report.user_notes = [f"{s.name} is {s.where}" + (" (transposed: (n_(l-1), n_l))" if s.transposed else "")
                          for s in subject.slots]
     return report

@@ -176,7 +176,7 @@ def verdict_line(result: GradcheckResult) -> Text:
     """PASS or FAIL for one path, with what was compared and the margin."""
     kinds = "directions" if result.method == "directional" else "entries"
     kinks = f", {result.kinks:,} ReLU kinks left out" if result.kinks else ""
-    who = "backprop" if result.path == "reference" else f"the {result.path} path ({result.dtype})"
+    who = {"reference": "backprop", "yours": "your backprop"}.get(result.path, f"the {result.path} path ({result.dtype})")
     within = f"rtol {result.rtol:.0e}" if not result.rounding else f"rtol {result.rtol:.0e} + {result.dtype} rounding"
     if result.passed:
         worst = max((g.max_rel_error for g in result.groups), default=0.0)

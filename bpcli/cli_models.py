@@ -1,0 +1,65 @@
+"""Wiring for learners' own networks: `bpcli gradcheck --model PATH.py:NAME` (called from
+`gradcheck_command`) and `bpcli explain --model`. Loading a model runs its code. Only parsing and wiring
+live here: `bpcli.gradcheck.api` checks, `render.gradcheck_user` draws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from bpcli.cli import console
+from bpcli.errors import UsageError
+
+
+def model_sizes(config_path: Optional[Path], overrides: list[str]) -> tuple[Any, Optional[list[int]]]:
+    """The config (or None) and its model.layers, which build a class or a function-style model."""
+    from bpcli import config as config_module
+
+    if config_path is None:
+        return None, None
+    cfg = config_module.load(config_path, overrides)
+    return cfg, list(cfg.model.layers)
+
+
+def gradcheck_model(
+    spec: str, model_args: Optional[str], config_path: Optional[Path], overrides: list[str],
+    checkpoint: Optional[Path], path: str, batch: Optional[int], random_data: bool, method: str,
+    eps: Optional[float], rtol: Optional[float], atol: Optional[float], entries: str, seed: Optional[int],
+    json_path: Optional[Path],
+) -> None:
+    from bpcli import gradcheck
+    from bpcli.gradcheck import api, user_load
+    from bpcli.render import gradcheck_user as view
+
+    if checkpoint is not None:
+        raise UsageError("--model checks your own network; --checkpoint is for bpcli's: give one of them")
+    if path != "both":
+        raise UsageError("--path chooses between bpcli's own gradient paths; --model checks your backprop")
+    if entries != "all" and not entries.isdigit():
+        raise UsageError(f"--entries {entries!r}: expected 'all' or a positive whole number")
+    if seed is not None and seed < 0:
+        raise UsageError(f"--seed {seed}: must be a whole number >= 0")
+    if json_path is not None:
+        gradcheck.check_writable(json_path)
+    cfg, sizes = model_sizes(config_path, overrides)
+    seed = seed if seed is not None else (cfg.training.seed if cfg is not None else 0)
+    args = user_load.parse_args(model_args)
+    model = user_load.load_model(spec, args, sizes, seed)
+    x = y = None
+    notes: list[str] = []
+    if cfg is not None and not random_data:
+        m, why = (batch, "") if batch is not None else gradcheck.default_batch(model.sizes)
+        x, y, source = gradcheck.batch_for(model.sizes, "softmax", m, seed, cfg.data.path)
+        notes.append(f"data: {source}" + (f"; {why}" if why else ""))
+    report = api.check_gradients(model, x, y, sizes=model.sizes, method=method, eps=eps, rtol=rtol,
+                                 atol=atol, entries="all" if entries == "all" else int(entries), batch=batch,
+                                 seed=seed)
+    report.notes[:0] = notes
+    report.notes.append("loading a model runs its code: check only code you would run yourself")
+    view.render(console, report)
+    if json_path is not None:
+        gradcheck.write_json(json_path, report)
+    if not report.passed:
+        raise typer.Exit(1)
