@@ -74,6 +74,8 @@ def differences(saved: Config, given: Config) -> list[tuple[str, Any, Any]]:
     a, b = flatten(saved.to_dict()), flatten(given.to_dict())
     for side in (a, b):
         side["data.path"] = str(Path(side["data.path"]).expanduser().resolve())
+    if b.get("training.threads") == 0:  # "auto" asks for what the run chose when it started (Trainer)
+        b["training.threads"] = a.get("training.threads")
     return [(key, a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
 
 

@@ -83,3 +83,18 @@ def test_blas_threads_zero_applies_auto_and_a_number_overrides(monkeypatch):
     with train.blas_threads(1):
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
     assert asked == [1]  # training.threads > 0 is taken as given
+
+
+def test_resuming_with_the_config_accepts_the_threads_auto_chose():
+    """The checkpoint records the count "auto" picked; the config file still says 0, and that is no
+    different run (any other count is, since the sums would differ)."""
+    from dataclasses import replace
+
+    from bpcli import config, resume
+
+    given = config.load(Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml")
+    assert given.training.threads == 0
+    saved = replace(given, training=replace(given.training, threads=2))
+    assert resume.differences(saved, given) == []
+    explicit = replace(given, training=replace(given.training, threads=1))
+    assert resume.differences(saved, explicit) == [("training.threads", 2, 1)]
