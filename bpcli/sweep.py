@@ -260,7 +260,8 @@ def recover(study: Any) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     again = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
-        if t.state == TrialState.FAIL and "error" not in t.user_attrs and t.number not in again:
+        # A trial stopped before the sampler picked its values trained nothing: a new trial takes its place.
+        if t.state == TrialState.FAIL and "error" not in t.user_attrs and t.number not in again and t.params:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             notes.append(f"trial {t.number} did not finish: it runs again with the same parameters")
     return notes
