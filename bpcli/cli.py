@@ -270,6 +270,9 @@ def explain_command(
     graph: Optional[str] = typer.Option(
         None, "--graph", metavar="mermaid|dot", help="Print only the graph after surgery, in this format."
     ),
+    model: Optional[str] = typer.Option(None, "--model", metavar="PATH.py:NAME",
+                                        help="Trace --weight through your own network beside bpcli's. Runs its code."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", metavar="JSON", help="Layer sizes for --model."),
 ) -> None:
     """Explain backpropagation for one network: every symbol with its type, the shapes, the cost as a
     function of the parameters, the equations per layer, the graph with weights as nodes, and one
@@ -280,6 +283,10 @@ def explain_command(
     from bpcli.errors import UsageError
     from bpcli.render import explain as view
 
+    if model is not None:
+        from bpcli.cli_models import explain_model
+
+        return explain_model(model, model_args, config_path, overrides or [], weight)
     if fmt not in ("rich", "markdown", "json"):
         raise UsageError(f"--format {fmt!r}: expected rich, markdown or json")
     if graph is not None and graph not in ("mermaid", "dot"):

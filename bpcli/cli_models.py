@@ -63,3 +63,25 @@ def gradcheck_model(
         gradcheck.write_json(json_path, report)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def explain_model(spec: str, model_args: Optional[str], config_path: Optional[Path], overrides: list[str],
+                  weight: Optional[str], seed: int = 0) -> None:
+    """`bpcli explain --model SPEC --weight l,j,k`: one derivative traced beside bpcli's, on one
+    seeded random example."""
+    from bpcli import explain
+    from bpcli.gradcheck import api, load, trace, user_load
+    from bpcli.render import explain_user as view
+
+    if weight is None:
+        raise UsageError("explain --model traces one partial derivative: give --weight l,j,k")
+    cfg, sizes = model_sizes(config_path, overrides)
+    model = user_load.load_model(spec, user_load.parse_args(model_args), sizes, seed)
+    picked = explain.parse_weight(weight, model.sizes)
+    x, y, _ = load.batch_for(model.sizes, "sigmoid" if model.style == "book" else "softmax", 1, seed, None)
+    subject = api.subject_for(model, x, y)
+    try:
+        traced = trace.trace(subject, picked)
+    finally:
+        subject.restore()
+    view.render(console, model.name, traced, model.style)

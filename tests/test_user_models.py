@@ -276,3 +276,16 @@ def test_cli_correct_example_exit_0_and_bad_input_exit_2() -> None:
     bad = run("gradcheck", "--model", "examples/book_network.py:Network")
     assert bad.returncode == 2 and "--model-args" in bad.stderr
     assert run("gradcheck", "--model", "examples/nothing.py:X").returncode == 2
+
+
+def test_explain_model_traces_one_derivative_to_the_first_differing_equation() -> None:
+    from bpcli.gradcheck import api, trace, user_load
+
+    model = user_load.load_model(str(EXAMPLES / "buggy_bp2.py") + ":Network", SIZES)
+    subject = api.subject_for(model, np.random.default_rng(0).random((1, 6)), np.full((1, 3), 0.5))
+    traced = trace.trace(subject, (2, 1, 3))
+    assert traced.first_difference is not None and traced.first_difference.equation == "BP2"
+    assert [r.agrees for r in traced.rows if r.equation == "BP1"] == [True, True, True]
+    result = run("explain", "--model", "examples/book_network.py:Network", "--model-args", "[6, 5, 4, 3]",
+                 "--weight", "3,1,2")
+    assert result.returncode == 0 and "every step agrees" in result.stdout
