@@ -11,6 +11,12 @@ exactly what `Network.cost_value` computes; L2 decay and anything else outside C
     report      results, the comparison rule, the JSON file
     checker     check (one path), check_paths (bpcli's paths at one point), check_subjects (any)
     load        the network, batch size and batch `bpcli gradcheck` checks on
+    user_load   a learner's own network from PATH.py:NAME (runs their code), their exceptions as theirs
+    user        their network as a subject: book style (Nielsen's network.py API) or function style
+    diagnose    which of BP1..BP4 (or a constant factor) the failing groups point to
+    forward     their forward pass and cost against bpcli's network with the same weights
+    trace       one dC/dw^l_jk of theirs beside bpcli's, equation by equation
+    api         check_gradients: their network checked, diagnosed and compared (`from bpcli import ...`)
 """
 
 from __future__ import annotations
