@@ -91,7 +91,9 @@ def run(cmd: list[str], env: dict[str, str]) -> dict:
     the epoch lines, the summary and the child's peak RSS (MB)."""
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    # stderr to a file: a pipe nobody reads until the end could fill up and stall the child.
+    err = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, env=env)
     epochs, summary = [], None
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -107,7 +109,9 @@ def run(cmd: list[str], env: dict[str, str]) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read() if proc.stderr else ""
+    err.seek(0)
+    stderr = err.read()
+    err.close()
     if proc.returncode != 0 or summary is None:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{stderr[-2000:]}")
     stamps = [e["at"] for e in epochs]
