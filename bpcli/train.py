@@ -62,7 +62,8 @@ def evaluate(net: Network, split: Split, batch_size: int | None = None) -> Evalu
     (batch_size, n_l) arrays are allocated (and their pages faulted in) once per call, not per batch.
     """
     classes, n = net.sizes[-1], len(split)
-    # At most 10,000 rows at a time, fewer for wide networks, so that whatever trains can be evaluated.
+    # At most resources.EVAL_BATCH (2,500) rows at a time, fewer for wide networks, so that whatever
+    # trains can be evaluated.
     batch_size = batch_size or resources.eval_batch_size(net.sizes, net.dtype)
     loss = 0.0
     predicted = np.empty(n, dtype=np.int64)

@@ -118,3 +118,23 @@ def test_real_mnist_splits_are_disjoint_by_index_and_content(mnist_dir: Path) ->
     assert np.array_equal(data.validation.labels, whole.train.labels[val])
     test = set(rows(data.test))
     assert len(test) == 10_000 and not test & index.keys()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("source", [np.uint8, np.int16, np.float64])
+def test_pixels_block_by_block_are_the_plain_formula_bit_for_bit(dtype: str, source: type) -> None:
+    """`_pixels` gathers and scales in blocks; the numbers must be those of the one-line formula, for
+    several blocks and a short last one, with rows in any order, and for all rows."""
+    from bpcli.data import load as load_module
+
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (3 * load_module._ROWS + 17, 4, 3)).astype(source)
+    dt = np.dtype(dtype)
+    scale = dt.type(1 / 255) if source is np.uint8 else dt.type(1.0)
+    for rows in (rng.permutation(len(images))[: 2 * load_module._ROWS + 5], None):
+        picked = images if rows is None else images[rows]
+        expected = picked.reshape(len(picked), -1).astype(dt)
+        expected *= scale
+        got = load_module._pixels(images, rows, dt)
+        assert got.dtype == dt and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, expected)

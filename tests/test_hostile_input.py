@@ -260,7 +260,7 @@ def test_the_training_estimate_counts_what_training_allocates() -> None:
 
 
 def test_eval_batch_size_bounds_the_evaluation_buffers() -> None:
-    assert resources.eval_batch_size((784, 512, 256, 10), "float32") == 10_000  # ordinary networks: unchanged
+    assert resources.eval_batch_size((784, 512, 256, 10), "float32") == resources.EVAL_BATCH  # ordinary: unchanged
     wide = resources.eval_batch_size((784, 200_000, 10), "float32")
     assert wide == resources.EVAL_BUDGET_BYTES // (3 * 200_010 * 4) == 111
     assert resources.eval_batch_size((784, 10**12, 10), "float64", budget_bytes=1) == 1
