@@ -174,80 +174,65 @@ def train(
     with contextlib.ExitStack() as unlock:
         if files is not None:
             unlock.callback(files.release)
-        return _train(cfg, plan, files, out, force, mode, console, err_console, started, layers, unlock)
+        say = err_console if mode in ("json", "jsonl") else console
+        if plan is not None and out is not None:
+            raise UsageError(f"--out cannot be used with --resume: the run continues in {plan.root}")
+        if plan is not None and force:
+            raise UsageError("--force cannot be used with --resume: resuming never overwrites a run")
+        if plan is not None and plan.finished:
+            say.print(f"{plan.root} has already finished its {cfg.training.epochs} epochs; to train it longer: "
+                      f"{resume_command(plan.root)} --set training.epochs=N", soft_wrap=True, highlight=False,
+                      markup=False)
+            return 0
+        for note in plan.notes if plan is not None else []:
+            say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
 
-
-def _train(
-    cfg: Config,
-    plan: ResumePlan | None,
-    files: RunFiles | None,
-    out: Path | None,
-    force: bool,
-    mode: Mode,
-    console: Console,
-    err_console: Console,
-    started: float,
-    layers: bool,
-    unlock: contextlib.ExitStack,
-) -> int:
-    say = err_console if mode in ("json", "jsonl") else console
-    if plan is not None and out is not None:
-        raise UsageError(f"--out cannot be used with --resume: the run continues in {plan.root}")
-    if plan is not None and force:
-        raise UsageError("--force cannot be used with --resume: resuming never overwrites a run")
-    if plan is not None and plan.finished:
-        say.print(f"{plan.root} has already finished its {cfg.training.epochs} epochs; to train it longer: "
-                  f"{resume_command(plan.root)} --set training.epochs=N", soft_wrap=True, highlight=False,
-                  markup=False)
+        trainer: Trainer | None = None
+        with StopFlag() as stop:
+            try:
+                data = load_data(cfg)
+                resources.check_training(cfg, len(data.train), max(len(data.validation), len(data.test)))
+                if plan is None:
+                    cfg = absolute_data_path(cfg)
+                trainer = Trainer(cfg, data)
+                if plan is not None:
+                    ckpt_io.check_resumable(plan.checkpoint, plan.root)
+                    try:
+                        trainer.restore(plan.checkpoint)
+                    except CheckpointError as e:
+                        raise CheckpointError(f"--resume {plan.root}: {e}") from None
+                else:
+                    files = RunFiles.create(out if out is not None else RunFiles.default_root(cfg.name), force)
+                    unlock.callback(files.release)
+                assert files is not None
+                for note in files.notes:
+                    say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
+                write_run_files(cfg, data, files)
+                summary = _fit(cfg, trainer, files, data, _view(mode, console, layers), stop, started)
+                write_result(files, summary)
+            except Interrupted:
+                assert files is not None and trainer is not None
+                _report_interrupt(say, stop, trainer, files, mode)
+                return 128 + (stop.signum or signal.SIGINT)
+            except KeyboardInterrupt:
+                # A second Ctrl-C while stopping, or Ctrl-C before training began: stop without saving more.
+                _report_abort(say, files)
+                return 130
+            except DivergenceError as e:
+                if files is not None:
+                    with contextlib.suppress(RunDirError):  # the divergence is the news, not a disk that refuses a note
+                        files.write(RESULT, result_record("diverged", message=str(e)))
+                saved = files is not None and files.last.is_file()
+                kept = f"; the last good checkpoint is {files.last}" if saved else ""  # type: ignore[union-attr]
+                raise DivergenceError(f"{e}{kept}") from None
+            try:
+                _report(summary, mode, console, data.class_names)
+                if stop.signum is not None:
+                    say.print(f"note: {stop.name} arrived after the run was complete; its outputs are complete",
+                              soft_wrap=True, highlight=False, markup=False)
+            except KeyboardInterrupt:
+                pass  # the outputs are complete; only the report was cut short
         return 0
-    for note in plan.notes if plan is not None else []:
-        say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
-
-    trainer: Trainer | None = None
-    with StopFlag() as stop:
-        try:
-            data = load_data(cfg)
-            resources.check_training(cfg, len(data.train), max(len(data.validation), len(data.test)))
-            if plan is None:
-                cfg = absolute_data_path(cfg)
-            trainer = Trainer(cfg, data)
-            if plan is not None:
-                ckpt_io.check_resumable(plan.checkpoint, plan.root)
-                try:
-                    trainer.restore(plan.checkpoint)
-                except CheckpointError as e:
-                    raise CheckpointError(f"--resume {plan.root}: {e}") from None
-            else:
-                files = RunFiles.create(out if out is not None else RunFiles.default_root(cfg.name), force)
-                unlock.callback(files.release)
-            assert files is not None
-            for note in files.notes:
-                say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
-            write_run_files(cfg, data, files)
-            summary = _fit(cfg, trainer, files, data, _view(mode, console, layers), stop, started)
-            write_result(files, summary)
-        except Interrupted:
-            assert files is not None and trainer is not None
-            _report_interrupt(say, stop, trainer, files, mode)
-            return 128 + (stop.signum or signal.SIGINT)
-        except KeyboardInterrupt:
-            # A second Ctrl-C while stopping, or Ctrl-C before training began: stop without saving more.
-            _report_abort(say, files)
-            return 130
-        except DivergenceError as e:
-            if files is not None:
-                with contextlib.suppress(RunDirError):  # the divergence is the news, not a disk that refuses a note
-                    files.write(RESULT, result_record("diverged", message=str(e)))
-            kept = f"; the last good checkpoint is {files.last}" if files is not None and files.last.is_file() else ""
-            raise DivergenceError(f"{e}{kept}") from None
-        try:
-            _report(summary, mode, console, data.class_names)
-            if stop.signum is not None:
-                say.print(f"note: {stop.name} arrived after the run was complete; its outputs are complete",
-                          soft_wrap=True, highlight=False, markup=False)
-        except KeyboardInterrupt:
-            pass  # the outputs are complete; only the report was cut short
-    return 0
 
 
 def result_record(state: str, **fields: object) -> bytes:
@@ -264,7 +249,7 @@ def _fit(cfg: Config, trainer: Trainer, files: RunFiles, data: Dataset, live: vi
              f"{len(data.train):,} training examples; data: {data.identity.label}")
     live.start(title, t.epochs, len(data.train), str(files.root))
     try:
-        return fit_run(trainer, files, live.epoch_start, live.batch, live.epoch_end, stop, started)
+        return fit(trainer, files, live.epoch_start, live.batch, live.epoch_end, stop, started)
     finally:
         live.stop()
 
@@ -290,21 +275,6 @@ def write_result(files: RunFiles, summary: Summary) -> None:
     """result.json of a run that finished its epochs: its test accuracy and loss."""
     files.write(RESULT, result_record("finished", epoch=summary.epochs, test_accuracy=summary.test_accuracy,
                                       test_loss=summary.test_loss))
-
-
-def fit_run(
-    trainer: Trainer,
-    files: RunFiles,
-    on_epoch_start: Callable[[int], None] | None,
-    on_batch: Callable[[int], None] | None,
-    on_epoch_end: Callable[[EpochMetrics], None] | None,
-    should_stop: Callable[[], bool] | None,
-    started: float | None,
-) -> Summary:
-    """`train.fit`, with NumPy's overflow warnings silenced: overflow on the way to divergence is detected
-    and reported by the loop, and the warnings would only add noise above that message."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return fit(trainer, files, on_epoch_start, on_batch, on_epoch_end, should_stop, started)
 
 
 def _report_interrupt(say: Console, stop: StopFlag, trainer: Trainer, files: RunFiles, mode: Mode) -> None:

@@ -28,10 +28,10 @@ from bpcli.config import Config
 from bpcli.data import Dataset
 from bpcli.errors import BpcliError, clip
 from bpcli.rundir import EpochMetrics, RunFiles
-from bpcli.runner import StopFlag, fit_run, load_data, write_result, write_run_files
+from bpcli.runner import StopFlag, load_data, write_result, write_run_files
 from bpcli.sweep import Sweep, ask_lock, config_for, need_optuna, taken, trial_dir
 from bpcli.sweep_space import Param, Space
-from bpcli.train import Interrupted, Trainer
+from bpcli.train import Interrupted, Trainer, fit
 
 
 class Pruned(Exception):
@@ -155,7 +155,7 @@ def _train(sweep: Sweep, trial: Any, cfg: Config, files: RunFiles, cache: DataCa
         if trial.should_prune():
             raise Pruned
 
-    summary = fit_run(trainer, files, None, None, on_epoch_end, stopping, None)
+    summary = fit(trainer, files, None, None, on_epoch_end, stopping, None)
     write_result(files, summary)  # as `bpcli train` does: `bpcli runs` shows the trial's test accuracy
     return min(values) if loss else max(values)
 

@@ -305,9 +305,11 @@ def fit(
     """Run the remaining epochs, writing metrics.jsonl, last.npz and best.npz after each, then test.
 
     On `Interrupted` the mid-epoch position is saved to last.npz before the exception propagates; on
-    `DivergenceError` nothing is written, so last.npz stays the last good checkpoint.
+    `DivergenceError` nothing is written, so last.npz stays the last good checkpoint. NumPy's overflow
+    warnings are silenced: overflow on the way to divergence is detected and reported by the loop, and
+    the warnings would only add noise above that message.
     """
-    with blas_threads(trainer.cfg.training.threads):
+    with blas_threads(trainer.cfg.training.threads), np.errstate(over="ignore", invalid="ignore"):
         return _fit(trainer, files, on_epoch_start, on_batch, on_epoch_end, should_stop, started)
 
 
