@@ -168,7 +168,8 @@ def build(target: Any, label: str, args: Any = None, sizes: Sequence[int] | None
             not isinstance(target, types.ModuleType):
         if args is None and sizes is None:
             raise UsageError(f"{label} is a {'class' if inspect.isclass(target) else 'factory'}: give its layer "
-                             "sizes with --model-args '[784, 30, 10]' or a CONFIG with model.layers")
+                             "sizes with --model-args '[784, 30, 10]' or a CONFIG with model.layers (from Python: "
+                             "check_gradients(..., sizes=[784, 30, 10]))")
         given = args if args is not None else list(sizes or [])
         what = f"{label}({show(json.dumps(given))})"
         obj = call(what, lambda: target(**given) if isinstance(given, dict) else target(given))
