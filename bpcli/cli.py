@@ -17,7 +17,7 @@ from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 
-from bpcli import __version__, config
+from bpcli import __version__
 from bpcli.errors import BpcliError
 
 class _Flags:
@@ -282,6 +282,7 @@ def explain_command(
     from bpcli import explain
     from bpcli.errors import UsageError
     from bpcli.render import explain as view
+    from bpcli.render import explain_formats as formats
 
     if model is not None:
         from bpcli.cli_models import explain_model
@@ -297,7 +298,7 @@ def explain_command(
         model = explain.describe(net, name=cfg.name, source=source, batch_size=cfg.training.batch_size,
                                  sections=["graph"])
         assert model.graph is not None
-        typer.echo(explain.to_mermaid(model.graph) if graph == "mermaid" else explain.to_dot(model.graph), nl=False)
+        typer.echo(formats.to_mermaid(model.graph) if graph == "mermaid" else formats.to_dot(model.graph), nl=False)
         return
     if "trace" in chosen and weight is None:
         raise UsageError("the trace section needs --weight l,j,k: " + explain.weight_ranges(net.sizes))
@@ -309,7 +310,7 @@ def explain_command(
     if fmt == "json":
         typer.echo(json.dumps(explain.to_json(model), indent=2))
     elif fmt == "markdown":
-        typer.echo(explain.to_markdown(model), nl=False)
+        typer.echo(formats.to_markdown(model), nl=False)
     else:
         view.render(console, model, hint=picked is None and not sections)
 

@@ -13,9 +13,8 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Callable, Literal
+from typing import Literal
 
-import numpy as np
 from rich.console import Console
 
 from bpcli import checkpoint as ckpt_io
@@ -23,12 +22,11 @@ from bpcli import config as config_module
 from bpcli import resources
 from bpcli.config import Config
 from bpcli.data import Dataset, dataset_spec, load_dataset
-from bpcli.errors import DataError
-from bpcli.errors import CheckpointError, DivergenceError, UsageError
+from bpcli.errors import CheckpointError, DataError, DivergenceError, UsageError
 from bpcli.render import train as view
 from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan, run_root
 from bpcli.rundir import COMMIT, RESULT, RunDirError, RunFiles
-from bpcli.train import EpochMetrics, Interrupted, Summary, Trainer, evaluate as evaluate_split, fit
+from bpcli.train import Interrupted, Summary, Trainer, evaluate as evaluate_split, fit
 
 
 class StopFlag:

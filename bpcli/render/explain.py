@@ -28,10 +28,9 @@ from bpcli.explain import (
     graph_rows,
     human_bytes,
     shape,
-    term_rows,
-    trace_rows,
     weight_ranges,
 )
+from bpcli.render.explain_formats import term_rows, trace_rows
 from bpcli.render import explain_narrow as narrow
 from bpcli.render.explain_narrow import NARROW, NUMBER, SHAPE, SOURCE, SYMBOL, TYPE, dims, fits, lines
 from bpcli.render.explain_narrow import title as _title
