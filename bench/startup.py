@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,9 +63,9 @@ def timed(cmd: list[str], env: dict[str, str], marker: str | None = None) -> flo
 
 def import_times(config: str, top: int) -> list[tuple[float, str]]:
     """The `top` largest cumulative import times (s) of `bpcli train` up to its first batch."""
-    cmd = [sys.executable, "-X", "importtime", "-c", HOOK, "train", config, "--out",
-           tempfile.mkdtemp(prefix="bpcli-startup-"), "--force"]
-    err = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stderr
+    with tempfile.TemporaryDirectory(prefix="bpcli-startup-") as run_dir:
+        cmd = [sys.executable, "-X", "importtime", "-c", HOOK, "train", config, "--out", run_dir, "--force"]
+        err = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stderr
     rows = []
     for line in err.splitlines():
         if line.startswith("import time:") and "|" in line and "cumulative" not in line:
@@ -84,14 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     warm_env = dict(os.environ)
-    run_dir = tempfile.mkdtemp(prefix="bpcli-startup-")
+    scratch = Path(tempfile.mkdtemp(prefix="bpcli-startup-"))  # run directories and cold caches
+    try:
+        return measure(args, warm_env, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, warm_env: dict[str, str], scratch: Path) -> int:
+    run_dir = str(scratch / "run")
     train = [sys.executable, "-c", HOOK, "train", args.config, "--out", run_dir, "--force", "--log-format", "plain"]
     timed(train, warm_env, "FIRST_BATCH")  # fills the user's cache if it is empty: "warm" means warm
     load = os.getloadavg()
     times: dict[str, list[float]] = {"python -c pass": [], "bpcli --help": [], "first batch (cache warm)": [],
                                      "first batch (cache cold)": []}
-    for _ in range(args.repeats):
-        cold_env = dict(os.environ, XDG_CACHE_HOME=tempfile.mkdtemp(prefix="bpcli-cold-"))
+    for k in range(args.repeats):
+        cold_env = dict(os.environ, XDG_CACHE_HOME=str(scratch / f"cold-cache-{k}"))
         times["python -c pass"].append(timed([sys.executable, "-c", "pass"], warm_env))
         times["bpcli --help"].append(timed([sys.executable, "-m", "bpcli", "--help"], warm_env))
         times["first batch (cache warm)"].append(timed(train, warm_env, "FIRST_BATCH"))
