@@ -214,7 +214,9 @@ def test_a_sqlite_storage_and_a_storage_that_cannot_be_opened(tmp_path: Path) ->
 
 # -- Ctrl-C, --resume, a killed worker -------------------------------------------------------------------------
 
-LONG = ["--set", "data.limit=20000", "--set", "data.validation_size=500", "--set", "training.epochs=6"]
+# Trials long enough (15 epochs) that one caught running after 1-3 epochs is still running when the
+# Ctrl-C or the kill arrives, even on a loaded machine (6 epochs let it finish first about 1 time in 3).
+LONG = ["--set", "data.limit=20000", "--set", "data.validation_size=500", "--set", "training.epochs=15"]
 LONG_SPACE = """\
 trials: 4
 sampler: {name: random, seed: 7}
