@@ -190,13 +190,16 @@ def test_two_machines_work_on_one_study_through_a_shared_storage(tmp_path: Path)
         assert m.returncode == 0, err
     study = optuna.load_study(study_name="space", storage=open_storage(str(shared), tmp_path))
     trials = study.get_trials(deepcopy=False)
-    assert sorted(t.number for t in trials) == list(range(6)) and all(t.state.name in ("COMPLETE", "PRUNED")
-                                                                       for t in trials)
+    # The budget of 6 is checked by each machine before it asks for a trial, so two machines asking at
+    # the same moment may run one extra (README says so): 6 or 7, numbered without gaps.
+    n = len(trials)
+    assert 6 <= n <= 7 and sorted(t.number for t in trials) == list(range(n))
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     dirs = {p.name: host for host in ("a", "b") for p in (tmp_path / host).glob("trial-*")}
-    assert sorted(dirs) == [f"trial-{n:03d}" for n in range(6)]  # each trial ran once, on one machine
+    assert sorted(dirs) == [f"trial-{k:03d}" for k in range(n)]  # each trial ran once, on one machine
     assert set(dirs.values()) == {"a", "b"}
     shown = bpcli("sweep", "show", str(tmp_path / "b"), "--json", cwd=tmp_path)
-    assert len(json.loads(shown.stdout)["ranked"]) == 6  # either machine sees every trial
+    assert len(json.loads(shown.stdout)["ranked"]) == n  # either machine sees every trial
 
 
 def test_a_sqlite_storage_and_a_storage_that_cannot_be_opened(tmp_path: Path) -> None:
