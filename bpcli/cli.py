@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -50,7 +51,29 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-console = Console()
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a Unix tool's status is when its reader goes away
+
+
+def _reader_gone() -> typer.Exit:
+    """stdout's reader closed the pipe (`bpcli train ... | head`): stop quietly, as any Unix tool does.
+    stdout is pointed at /dev/null so that the interpreter's final flush cannot fail again; a run
+    directory keeps its last committed epoch, which resumes as after any stop."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    return typer.Exit(SIGPIPE_EXIT)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # Rich's own handling exits with 1, the code for a failed check; make it the usual 141.
+        self.quiet = True
+        raise _reader_gone()
+
+
+console = _Console()
 err_console = Console(stderr=True)
 
 
@@ -67,6 +90,8 @@ def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Call
                 fail(str(e), e.exit_code)
             except (typer.Exit, typer.Abort, typer.TyperException):
                 raise
+            except BrokenPipeError:
+                raise _reader_gone() from None
             except KeyboardInterrupt:
                 fail("interrupted", 130)
             except Exception as e:  # noqa: BLE001 - a bug in bpcli: exit 4, never 1 (a verdict) or a traceback

@@ -262,3 +262,23 @@ def test_an_internal_error_is_exit_4_and_one_line(finished_run: Path, monkeypatc
                       (["evaluate", str(finished_run)], {"BPCLI_DEBUG": "1"})):
         debugged = CliRunner().invoke(app, argv, env=env)
         assert isinstance(debugged.exception, ValueError)  # the traceback is shown, not swallowed
+
+
+def test_a_reader_that_goes_away_stops_the_run_quietly_and_it_resumes(mnist_dir: Path, tmp_path: Path) -> None:
+    """`bpcli train ... | head -1`: exit 141 (128 + SIGPIPE) with nothing on stderr, as any Unix tool."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "bpcli", "train", TINY, *sets(mnist_dir, "training.epochs=30"), "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"tiny: ")
+    proc.stdout.close()  # the reader goes away
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and err == b""
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(out), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["epochs"] == 30
