@@ -16,19 +16,15 @@ from bpcli.cli import app
 from bpcli.data import load_dataset
 from bpcli.network import Network
 
-from conftest import CONFIGS
+from conftest import train_tiny
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("export") / "run"
-    result = runner.invoke(app, ["train", str(CONFIGS / "tiny.yaml"), "--set", f"data.path={mnist_dir}",
-                                 "--set", "data.limit=3000", "--set", "model.layers=[784, 24, 16, 10]",
-                                 "--set", "model.activation=relu", "--out", str(root), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return root
+    return train_tiny(tmp_path_factory.mktemp("export") / "run", mnist_dir, "data.limit=3000",
+                      "model.layers=[784, 24, 16, 10]", "model.activation=relu")
 
 
 @pytest.fixture(scope="module")

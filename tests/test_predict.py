@@ -19,7 +19,7 @@ from bpcli.cli import app
 from bpcli.data import load_dataset, load_test
 from bpcli.network import Network
 
-from conftest import CONFIGS
+from conftest import train_tiny
 
 Image = pytest.importorskip("PIL.Image")
 from PIL import ImageDraw  # noqa: E402
@@ -30,12 +30,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small network trained by `bpcli train` (about 92% on the test set, in about a second)."""
-    root = tmp_path_factory.mktemp("predict") / "run"
-    result = runner.invoke(app, ["train", str(CONFIGS / "tiny.yaml"), "--set", f"data.path={mnist_dir}",
-                                 "--set", "data.limit=10000", "--set", "training.epochs=3",
-                                 "--set", "model.layers=[784, 32, 10]", "--out", str(root), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return root
+    return train_tiny(tmp_path_factory.mktemp("predict") / "run", mnist_dir, "data.limit=10000",
+                      "training.epochs=3", "model.layers=[784, 32, 10]")
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +224,7 @@ def test_big_tiny_and_16_bit_images_give_a_prediction(model: predict.Model, tmp_
     assert got[0].top[0][1] == "1" and got[2].top[0][1] == "0"
     assert got[0].prepared is not None and got[0].prepared.size == (3000, 2500)
     tiny_image = got[1].prepared.image  # type: ignore[union-attr]
-    rows, cols = np.flatnonzero(tiny_image.any(axis=1)), np.flatnonzero(tiny_image.any(axis=0))
+    rows = np.flatnonzero(tiny_image.any(axis=1))
     assert rows[-1] - rows[0] + 1 == 20  # a 1 × 3 stroke scaled up to the 20-pixel box
 
 
