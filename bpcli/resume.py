@@ -18,7 +18,7 @@ from typing import Any
 from bpcli import checkpoint as ckpt_io
 from bpcli import config as config_module
 from bpcli.config import Config
-from bpcli.errors import UsageError
+from bpcli.errors import UsageError, shorten
 
 EXTENSIBLE = "training.epochs"
 
@@ -95,7 +95,7 @@ def plan(resume: Path, config_path: Path | None, overrides: list[str]) -> Resume
     changed = differences(saved, given)
     refused = [(k, s, g) for k, s, g in changed if k != EXTENSIBLE]
     if refused:
-        fields = "; ".join(f"{k}: {_short(s)} in the run, {_short(g)} here" for k, s, g in refused[:6])
+        fields = "; ".join(f"{k}: {shorten(s, 40)} in the run, {shorten(g, 40)} here" for k, s, g in refused[:6])
         more = f" and {len(refused) - 6} more" if len(refused) > 6 else ""
         raise UsageError(
             f"--resume {resume}: this would be a different run ({fields}{more}); continue it as it was with "
@@ -124,8 +124,3 @@ def _extension_note(p: ResumePlan, before: int) -> str:
     else:
         effect = f"the {schedule} learning-rate schedule does not depend on the number of epochs, so it is unchanged"
     return f"training.epochs {before} -> {after}: the run continues to epoch {after}; {effect}"
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
