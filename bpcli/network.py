@@ -8,7 +8,8 @@ and parameters exist for l = 2..L:
 
 A mini-batch of m examples is a matrix with **one example per row**, so the column vectors of the notes
 become rows: z[l] and a[l] have shape (m, n_l), and z^l = w^l a^(l-1) + b^l reads z[l] = a[l-1] @ w[l].T
-+ b[l]. Rows keep each example contiguous in memory and let a batch be sliced straight out of the data.
++ b[l]. Rows let a batch be sliced straight out of the data; the training loop's buffers store the same
+(m, n_l) matrices feature-major (see `Workspace`), which only changes what BLAS is asked to do fastest.
 
 `forward` and `backward` write the equations once. Called plainly they allocate their results, as the
 gradient checks and `explain` want (any dtype, complex included); given a `Workspace` they write every
@@ -47,17 +48,16 @@ class Grads:
 class Workspace:
     """Preallocated outputs for the passes over a batch of exactly m examples, reused batch after batch.
 
-    z[l], a[l], delta[l]: (m, n_l) for l = 2..L;  dw[l]: (n_l, n_{l-1});  db[l]: (n_l,).
+    z[l], a[l], delta[l]: (m, n_l) for l = 2..L, stored feature-major;  dw[l]: (n_l, n_{l-1});  db[l]: (n_l,).
     `rows(k)` gives the same buffers cut to the first k rows, for the short last batch of an epoch.
     The results of a pass that used a workspace live in it: they are overwritten by the next pass.
     """
 
     def __init__(self, net: Network, m: int) -> None:
-        dtype = net.dtype
         self.m = m
-        self.z = {l: np.empty((m, net.sizes[l - 1]), dtype) for l in net.layers}
-        self.a = {l: np.empty((m, net.sizes[l - 1]), dtype) for l in net.layers}
-        self.delta = {l: np.empty((m, net.sizes[l - 1]), dtype) for l in net.layers}
+        self.z = {l: _feature_major(m, net.sizes[l - 1], net.dtype) for l in net.layers}
+        self.a = {l: _feature_major(m, net.sizes[l - 1], net.dtype) for l in net.layers}
+        self.delta = {l: _feature_major(m, net.sizes[l - 1], net.dtype) for l in net.layers}
         self.dw = {l: np.empty_like(net.w[l]) for l in net.layers}
         self.db = {l: np.empty_like(net.b[l]) for l in net.layers}
         self._cut: dict[int, Workspace] = {}
@@ -77,6 +77,19 @@ class Workspace:
             cut.dw, cut.db = self.dw, self.db
             self._cut[k] = cut
         return self._cut[k]
+
+
+def _feature_major(m: int, n: int, dtype: np.dtype) -> Array:
+    """An (m, n) buffer laid out as its transpose: each of the n features (neurons) contiguous over the
+    m examples, the column vectors of the notes side by side.
+
+    The values and the equations are the same as with rows; only the order in memory changes, and with
+    it the shape of the matrix products BLAS sees: z = a @ w.T into such a buffer runs as w @ a^T, and
+    the next layer reads a^T contiguously. Measured with OpenBLAS on the 2-core machine for
+    [784, 512, 256, 10] and batches of 128 (issue 19): 2.39-2.45 ms per batch instead of 2.67-2.69 on one
+    thread, 1.65-1.70 instead of 1.74-1.80 on two. A row cut [:k] of it stays a BLAS-ready strided view.
+    """
+    return np.empty((n, m), dtype).T
 
 
 class _Fresh(dict):

@@ -162,3 +162,26 @@ def test_initialization_scales(rng: np.random.Generator) -> None:
         assert net.w[2].std() == pytest.approx(std, rel=0.02)
     net = Network.create([400, 300, 10], init="scaled_normal", rng=rng, dtype=np.float32)
     assert net.w[2].dtype == np.float32 and not net.b[2].any()
+
+
+@pytest.mark.parametrize("k", [6, 4])
+def test_a_workspace_pass_gives_the_values_of_a_plain_pass(k: int) -> None:
+    # The training loop's workspace keeps z, a and delta feature-major (each neuron's values contiguous
+    # over the batch) so that BLAS sees w @ a^T; the values must be those of the plain pass, for a full
+    # batch and for a short last batch cut with rows(k).
+    from bpcli.network import Workspace
+
+    rng = np.random.default_rng(3)
+    net = Network.create((5, 4, 3, 2), activation="relu", init="he", rng=rng)
+    x = rng.standard_normal((k, 5))
+    y = np.eye(2)[rng.integers(0, 2, k)]
+    ws = Workspace(net, 6).rows(k)
+    assert ws.z[2].shape == (k, 4) and ws.z[2].strides[0] < ws.z[2].strides[1]  # feature-major
+    plain = net.forward(x)
+    grads = net.backward(plain, y)
+    cache = net.forward(x, workspace=ws)
+    fast = net.backward(cache, y, workspace=ws)
+    for l in net.layers:
+        np.testing.assert_allclose(cache.a[l], plain.a[l], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(fast.dw[l], grads.dw[l], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(fast.db[l], grads.db[l], rtol=1e-12, atol=1e-15)
