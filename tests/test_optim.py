@@ -257,3 +257,32 @@ def test_cosine_schedule_of_a_single_update() -> None:
     cfg = ScheduleConfig(name="cosine", min_learning_rate=0.1)
     assert learning_rate(cfg, 0.5, 0, steps_per_epoch=1, epochs=1) == pytest.approx(0.5, abs=1e-15)
     assert learning_rate(cfg, 0.5, 1, steps_per_epoch=1, epochs=1) == pytest.approx(0.1, abs=1e-15)
+
+
+# -- blocked updates ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_a_large_weight_updated_in_row_blocks_matches_the_whole_array_update_bitwise(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A weight larger than two blocks is updated block by block to stay in cache; each element must go
+    # through the same operations, so the result is bitwise that of the unblocked rule. Uneven blocks
+    # (7 rows of 5 values with blocks of 3 rows) also cover a short last block.
+    import bpcli.optim as optim
+
+    rng = np.random.default_rng(0)
+    w0, grads = rng.standard_normal((7, 5)), [rng.standard_normal((7, 5)) for _ in range(3)]
+    results = []
+    for block in (15, 10**6):
+        monkeypatch.setattr(optim, "BLOCK", block)
+        w = w0.copy()
+        opt = Optimizer(OptimizerConfig(name=name), [w], [True], decay=0.01)
+        assert len(opt._blocks[0]) == (3 if block == 15 else 0)
+        for g in grads:
+            opt.step([w], [g.copy()], ETA, scaled=opt.gradient_scale(ETA))
+        results.append((w, {k: v.copy() for k, v in opt.state.items()}))
+    (blocked, blocked_state), (whole, whole_state) = results
+    assert np.array_equal(blocked, whole)
+    assert all(np.array_equal(blocked_state[k], whole_state[k]) for k in whole_state)
+    assert not np.array_equal(blocked, w0)
