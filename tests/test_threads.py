@@ -98,3 +98,43 @@ def test_resuming_with_the_config_accepts_the_threads_auto_chose():
     assert resume.differences(saved, given) == []
     explicit = replace(given, training=replace(given.training, threads=1))
     assert resume.differences(saved, explicit) == [("training.threads", 2, 1)]
+
+
+def _stat(path: Path, busy_ticks: int) -> None:
+    # /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice (ticks).
+    path.write_text(f"cpu  {busy_ticks} 0 0 99999 7 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+
+
+def test_the_start_window_counts_other_processes_cpu_and_not_this_ones(tmp_path: Path, monkeypatch):
+    import os
+    import time
+
+    stat = tmp_path / "stat"
+    hz = os.sysconf("SC_CLK_TCK")
+    _stat(stat, 0)
+    start = (time.monotonic() - 0.5, threads.cpu_seconds(stat), time.process_time() - 0.4)
+    # In the 0.5 s window all processes used 0.9 s of CPU, 0.4 s of it this one: others 0.5 s -> 1 core.
+    _stat(stat, round(0.9 * hz))
+    monkeypatch.setattr(threads.time, "process_time", lambda: start[2] + 0.4)
+    assert threads.others_since_start(start, stat) == pytest.approx(1.0, abs=0.05)
+    # Nothing else ran: 0 cores, and the lagging load average no longer counts.
+    _stat(stat, round(0.4 * hz))
+    assert threads.others_since_start(start, stat) == pytest.approx(0.0, abs=0.05)
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("1.70 0.20 0.30 1/120 4242\n")  # the run that just ended, still in the average
+    assert threads.busy_cores(loadavg, recent=0.0) == 0
+    assert threads.auto_threads(2, None, threads.busy_cores(loadavg, recent=0.0)) == 2
+    assert threads.busy_cores(loadavg, recent=None) == 1.7  # no window: the average stands in
+
+
+def test_no_window_when_it_is_too_short_or_proc_stat_is_unreadable(tmp_path: Path):
+    import time
+
+    stat = tmp_path / "stat"
+    _stat(stat, 100)
+    assert threads.others_since_start((time.monotonic(), threads.cpu_seconds(stat), time.process_time()), stat) is None
+    assert threads.cpu_seconds(tmp_path / "missing") is None
+    (tmp_path / "garbage").write_text("intr 1 2 3\n")
+    assert threads.cpu_seconds(tmp_path / "garbage") is None
+    old = (time.monotonic() - 1.0, None, time.process_time())
+    assert threads.others_since_start(old, stat) is None
