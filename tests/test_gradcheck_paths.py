@@ -230,7 +230,7 @@ def test_the_report_names_each_path_and_how_the_training_path_ran(width: int) ->
 
 
 def test_mnist_config_checks_its_float32_training_path(mnist_dir: Path, tmp_path: Path) -> None:
-    """configs/mnist.yaml: ReLU 784-512-256-10, float32, batches of 128, momentum, cosine from 0.1."""
+    """configs/mnist.yaml: ReLU 784-512-256-10, float32, batches of 256, momentum, cosine from 0.2."""
     out = tmp_path / "gc.json"
     result = CliRunner().invoke(app, ["gradcheck", MNIST, "--set", f"data.path={mnist_dir}", "--entries", "200",
                                       "--json", str(out)])
@@ -238,8 +238,8 @@ def test_mnist_config_checks_its_float32_training_path(mnist_dir: Path, tmp_path
     data = json.loads(out.read_text())
     training = data["paths"]["training"]
     assert data["examples"] == 3 and training["dtype"] == "float32" and training["passed"]
-    assert training["training"] == {"dtype": "float32", "batch_size": 128, "workspace_rows": 128, "rows": 3,
-                                    "optimizer": "momentum", "eta": 0.1, "scale": 0.1}
+    assert training["training"] == {"dtype": "float32", "batch_size": 256, "workspace_rows": 256, "rows": 3,
+                                    "optimizer": "momentum", "eta": 0.2, "scale": 0.2}
 
 
 # -- the default batch -----------------------------------------------------------------------------------------

@@ -242,7 +242,11 @@ def test_help_reads_well_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
         assert re.search(rf"│ {name}\s+\S.*\.\s+│", listing), name  # one full sentence per command
 
 
-def test_shell_completion_is_available() -> None:
+def test_shell_completion_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Typer detects the shell from the parent processes unless told not to; with no shell among them
+    # (a test run started from a service or in the background) it names none and exits 1. The shell
+    # is given here, as a user of --show-completion SHELL would.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     result = CliRunner().invoke(app, ["--show-completion", "bash"])
     assert result.exit_code == 0 and "_bpcli_completion" in result.output
 
