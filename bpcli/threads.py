@@ -15,11 +15,12 @@ use and gives up the ones the load average says are busy:
   throttled when 2 threads spin, exactly as if the second core were busy: floor(quota), at least 1.
 - busy cores: what other processes used while this one started (/proc/stat's CPU time of all
   processes minus this one's, over the time since this module was imported: the imports and the data
-  loading, about 0.5 s), or the number of other processes runnable right now (/proc/loadavg) if
-  larger, a core counting as busy when it is more than half occupied. Without that window (shorter
-  than 0.2 s, or /proc/stat unreadable) the 1-minute load average stands in for it. The average lags by
-  a minute: right after a run ends it still counts that run, so a second run started at once got 1
-  thread on an idle machine (16.8 s instead of 11.5 s for configs/mnist.yaml); the window does not.
+  loading, about 0.5 s), a core counting as busy when it is more than half occupied. Without that
+  window (shorter than 0.2 s, or /proc/stat unreadable): the larger of the 1-minute load average and
+  the processes runnable right now. The average lags by a minute: right after a run ends it still
+  counts that run, so a second run started at once got 1 thread on an idle machine (16.8 s instead of
+  11.5 s for configs/mnist.yaml); the window does not. Two runs started together each see the other
+  loading its data in the window, and take 1 thread each.
 
 Nothing here may fail: every source that cannot be read falls back to the next best answer.
 """
@@ -102,17 +103,21 @@ def cpu_quota(root: Path = CGROUP) -> float | None:
 
 
 def busy_cores(loadavg: Path = Path("/proc/loadavg"), recent: float | None = None) -> float:
-    """Cores other processes occupy: the larger of `recent` (what they used during this process's
-    start, `others_since_start`) and the other processes runnable now; the 1-minute load average
-    stands in for `recent` when that is None."""
+    """Cores other processes occupy: `recent` (what they used during this process's start,
+    `others_since_start`) when known; else the larger of the 1-minute load average and the other
+    processes runnable now.
+
+    The runnable count is an instant: any short-lived process (a terminal multiplexer redrawing, a
+    shell prompt) counts as a whole busy core in it, and a run in tmux got 1 thread on an idle machine
+    that way. The window averages over half a second, so it stands alone when it exists."""
+    if recent is not None:
+        return recent
     try:
         fields = loadavg.read_text().split()
         running = int(fields[3].split("/")[0]) - 1  # "runnable/total"; the runnable include this process
-        return max(float(fields[0]) if recent is None else recent, running)
+        return max(float(fields[0]), running)
     except (OSError, ValueError, IndexError):
         pass
-    if recent is not None:
-        return recent
     try:
         return os.getloadavg()[0]
     except OSError:

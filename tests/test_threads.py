@@ -123,7 +123,10 @@ def test_the_start_window_counts_other_processes_cpu_and_not_this_ones(tmp_path:
     loadavg = tmp_path / "loadavg"
     loadavg.write_text("1.70 0.20 0.30 1/120 4242\n")  # the run that just ended, still in the average
     assert threads.busy_cores(loadavg, recent=0.0) == 0
+    loadavg.write_text("1.70 0.20 0.30 3/120 4242\n")  # a passing process in the instant: the window decides
+    assert threads.busy_cores(loadavg, recent=0.0) == 0
     assert threads.auto_threads(2, None, threads.busy_cores(loadavg, recent=0.0)) == 2
+    loadavg.write_text("1.70 0.20 0.30 1/120 4242\n")
     assert threads.busy_cores(loadavg, recent=None) == 1.7  # no window: the average stands in
 
 
