@@ -1,5 +1,7 @@
 """bpcli: train, verify and explain backpropagation in fully-connected networks."""
 
+from bpcli import threads as _threads  # noqa: F401 - opens the start-up window "auto" threads measure
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "check_gradients"]

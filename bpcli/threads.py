@@ -14,9 +14,9 @@ use and gives up the ones the load average says are busy:
 - CPU quota: a container limited to 1.5 CPUs (cgroup `cpu.max`, or v1 `cpu.cfs_quota_us`) is
   throttled when 2 threads spin, exactly as if the second core were busy: floor(quota), at least 1.
 - busy cores: what other processes used while this one started (/proc/stat's CPU time of all
-  processes minus this one's, over the time since this module was imported: the imports and the data
-  loading, about 0.5 s), a core counting as busy when it is more than half occupied. Without that
-  window (shorter than 0.2 s, or /proc/stat unreadable): the larger of the 1-minute load average and
+  processes minus this one's, over the time since `import bpcli`: the imports and the data loading,
+  0.4-0.8 s), a core counting as busy when it is more than half occupied. Without that
+  window (shorter than 0.1 s, or /proc/stat unreadable): the larger of the 1-minute load average and
   the processes runnable right now. The average lags by a minute: right after a run ends it still
   counts that run, so a second run started at once got 1 thread on an idle machine (16.8 s instead of
   11.5 s for configs/mnist.yaml); the window does not. Two runs started together each see the other
@@ -34,7 +34,7 @@ from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
 PROC_STAT = Path("/proc/stat")
-MIN_WINDOW = 0.2  # seconds: /proc/stat counts in 10 ms ticks, so shorter windows say too little
+MIN_WINDOW = 0.1  # seconds: /proc/stat counts in 10 ms ticks per CPU, 10+ ticks per core in the window
 
 
 def cpu_seconds(stat: Path = PROC_STAT) -> float | None:
@@ -50,7 +50,8 @@ def cpu_seconds(stat: Path = PROC_STAT) -> float | None:
         return None
 
 
-# When this process's start-up window began: wall clock, all processes' CPU time, this process's.
+# When this process's start-up window began (`import bpcli` imports this module first, so the window
+# spans the whole start: imports, config, data): wall clock, all processes' CPU time, this process's.
 _START = (time.monotonic(), cpu_seconds(), time.process_time())
 
 
