@@ -15,12 +15,13 @@ use and gives up the ones the load average says are busy:
   throttled when 2 threads spin, exactly as if the second core were busy: floor(quota), at least 1.
 - busy cores: what other processes used while this one started (/proc/stat's CPU time of all
   processes minus this one's, over the time since `import bpcli`: the imports and the data loading,
-  0.4-0.8 s), a core counting as busy when it is more than half occupied. Without that
-  window (shorter than 0.1 s, or /proc/stat unreadable): the larger of the 1-minute load average and
-  the processes runnable right now. The average lags by a minute: right after a run ends it still
-  counts that run, so a second run started at once got 1 thread on an idle machine (16.8 s instead of
-  11.5 s for configs/mnist.yaml); the window does not. Two runs started together each see the other
-  loading its data in the window, and take 1 thread each.
+  0.4-0.9 s), a core counting as busy when it is more than half occupied. Without that window (shorter
+  than 0.1 s; longer than 30 s, as in a notebook that trains long after `import bpcli`; or /proc/stat
+  unreadable): the larger of the 1-minute load average and the processes runnable right now. The
+  average lags by a minute: right after a run ends it still counts that run, so a second run started at
+  once got 1 thread on an idle machine (16.8 s instead of 11.5 s for configs/mnist.yaml); the window
+  does not. Two runs started together each see the other loading its data in the window, and take 1
+  thread each.
 
 Nothing here may fail: every source that cannot be read falls back to the next best answer.
 """
@@ -35,6 +36,7 @@ from pathlib import Path
 CGROUP = Path("/sys/fs/cgroup")
 PROC_STAT = Path("/proc/stat")
 MIN_WINDOW = 0.1  # seconds: /proc/stat counts in 10 ms ticks per CPU, 10+ ticks per core in the window
+MAX_WINDOW = 30.0  # seconds: in a long-lived process (a notebook) the start says nothing about now
 
 
 def cpu_seconds(stat: Path = PROC_STAT) -> float | None:
@@ -57,11 +59,12 @@ _START = (time.monotonic(), cpu_seconds(), time.process_time())
 
 def others_since_start(start: tuple[float, float | None, float] = _START, stat: Path = PROC_STAT) -> float | None:
     """Cores other processes kept busy, on average, since `start` (by default this module's import),
-    None when the window is shorter than MIN_WINDOW or /proc/stat cannot be read."""
+    None when the window is shorter than MIN_WINDOW or longer than MAX_WINDOW, or /proc/stat cannot be
+    read."""
     wall, cpu, own = start
     now = cpu_seconds(stat)
     elapsed = time.monotonic() - wall
-    if cpu is None or now is None or elapsed < MIN_WINDOW:
+    if cpu is None or now is None or not MIN_WINDOW <= elapsed <= MAX_WINDOW:
         return None
     return max(0.0, (now - cpu) - (time.process_time() - own)) / elapsed
 

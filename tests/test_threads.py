@@ -141,3 +141,6 @@ def test_no_window_when_it_is_too_short_or_proc_stat_is_unreadable(tmp_path: Pat
     assert threads.cpu_seconds(tmp_path / "garbage") is None
     old = (time.monotonic() - 1.0, None, time.process_time())
     assert threads.others_since_start(old, stat) is None
+    # A notebook that imported bpcli an hour ago: the start-up window says nothing about now.
+    stale = (time.monotonic() - 3600.0, threads.cpu_seconds(stat), time.process_time())
+    assert threads.others_since_start(stale, stat) is None
