@@ -8,6 +8,7 @@ would see, at 80 and 60 columns.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -118,6 +119,15 @@ def test_live_view_moves_during_an_epoch_and_rows_appear_as_epochs_end(
     assert sum(1 for line in screen if line.startswith("mnist:")) <= 1  # the title is not left twice
     assert "…" not in "\n".join(screen)  # no number cut to fit
     assert "test accuracy" in "\n".join(screen) and "Traceback" not in term.raw
+    # The summary is wrapped at word boundaries, not by the terminal mid-number ("97.4" / "0%").
+    test = json.loads((tmp_path / "run" / "result.json").read_text())["test_accuracy"]
+    best = max(json.loads(row)["val_accuracy"] for row in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    text = "\n".join(screen)
+    for label, accuracy in (("test accuracy", test), ("best validation accuracy", best)):
+        words = r"\s+".join(label.split())
+        shown = re.search(rf"{words}\s+(\S+)", text)  # \s+ also spans a wrap between two words
+        assert shown and shown.group(1) == f"{100 * accuracy:.2f}%", text
+    assert "metrics.jsonl" in text, text
 
 
 def test_ctrl_c_prints_a_resume_command_that_continues_the_same_run_bitwise(mnist_dir: Path, tmp_path: Path) -> None:

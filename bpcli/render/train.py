@@ -160,7 +160,9 @@ class LiveView:
 
     def start(self, title: str, epochs: int, examples: int, run_dir: str) -> None:
         self.epochs, self.examples = epochs, examples
-        self.console.print(f"[bold]{escape(title)}[/]", soft_wrap=True, highlight=False)
+        # Wrapped by Rich at word boundaries: left to the terminal, a line a little wider than it is cut
+        # mid-word or mid-number ("97.4" / "0%" at 80 columns).
+        self.console.print(f"[bold]{escape(title)}[/]", highlight=False)
         self.console.print(header_line(epochs, self.console.width), no_wrap=True, overflow="ignore")
         self.live = Live(Text(""), console=self.console, auto_refresh=False, transient=True,
                          redirect_stdout=False, redirect_stderr=False)
@@ -360,6 +362,9 @@ def _print_confusion(console: Console, confusion: np.ndarray, class_names: Seque
 
 
 def summary(console: Console, s: Summary, class_names: Sequence[str] = ()) -> None:
+    # On a terminal Rich wraps at word boundaries (the terminal itself would cut a number in two); in a
+    # log each message stays one line, whatever its length, for grep.
+    soft = not console.is_terminal
     console.print()
     _print_confusion(console, s.confusion, class_names)
     best = (f", best validation accuracy {100 * s.best_val_accuracy:.2f}% at epoch {s.best_epoch}"
@@ -367,14 +372,14 @@ def summary(console: Console, s: Summary, class_names: Sequence[str] = ()) -> No
     console.print(
         f"[bold]test accuracy [green]{100 * s.test_accuracy:.2f}%[/green][/bold] (loss {s.test_loss:.4f}) "
         f"after {s.epochs} epoch{'s' * (s.epochs != 1)}{best}",
-        soft_wrap=True, highlight=False,
+        soft_wrap=soft, highlight=False,
     )
     earlier = (f"; {s.run_train_seconds:.1f} s over all {s.epochs} epochs of the run"
                if s.run_train_seconds > s.train_seconds + 0.05 else "")
     console.print(
         f"time {s.seconds:.1f} s ({s.train_seconds:.1f} s training{earlier}); outputs in "
         f"[cyan]{escape(s.run_dir)}[/]: config.yaml, metrics.jsonl, last.npz, best.npz",
-        soft_wrap=True, highlight=False,
+        soft_wrap=soft, highlight=False,
     )
 
 
@@ -387,4 +392,4 @@ def evaluation(console: Console, confusion: np.ndarray, accuracy: float, loss: f
     of = f" of {article}{escape(data_label)}" if data_label else ""
     console.print(f"[bold]test accuracy [green]{100 * accuracy:.2f}%[/green][/bold] (loss {loss:.4f}) on "
                   f"{examples:,} examples{of}; network {layers} after {epoch} epoch{'s' * (epoch != 1)}, from {escape(source)}",
-                  soft_wrap=True, highlight=False)
+                  soft_wrap=not console.is_terminal, highlight=False)
