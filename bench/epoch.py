@@ -69,7 +69,7 @@ CASES = [
     Case(layers, batch_size, activation)
     for activation in ("sigmoid", "relu")
     for layers, batch_size in (((784, 30, 10), 10), ((784, 100, 10), 64), ((784, 512, 512, 10), 128))
-]
+] + [Case((784, 512, 256, 10), 256, "relu")]  # configs/mnist.yaml's network and batch (its optimizer aside)
 
 
 # -- data and threads ----------------------------------------------------------------------------------
