@@ -8,6 +8,7 @@ that has no checkpoint yet). Its state:
     running      a live process holds the directory's lock (looked at, never taken)
     finished     all planned epochs done; result.json (written when a run ends) holds its test accuracy
     diverged     result.json says the latest session diverged (last.npz is the last good epoch)
+    pruned       a sweep trial its pruner stopped on purpose after an epoch (result.json says so)
     interrupted  stopped before its planned epochs (Ctrl-C, SIGTERM, kill, crash): `train --resume` continues it
     broken       its config or checkpoint cannot be read, or it stopped before saving any checkpoint
 
@@ -31,7 +32,7 @@ from bpcli.errors import BpcliError, UsageError
 from bpcli.resume import command as resume_command, differences
 from bpcli.rundir import COMMIT, LOCK, RESULT, EpochMetrics, RunFiles
 
-STATES = ("finished", "interrupted", "running", "diverged", "broken")
+STATES = ("finished", "pruned", "interrupted", "running", "diverged", "broken")
 # What marks a directory as a run directory (any one of them).
 MARKERS = ("config.yaml", "last.npz", "metrics.jsonl", COMMIT, LOCK, RESULT)
 # runs/<config name>-<timestamp>[-n], as RunFiles.default_root names them.
@@ -150,6 +151,8 @@ def read(path: str | Path) -> Run:
         run.problem = message[:300] if isinstance(message, str) else "training diverged"
     elif ckpt is None:
         run.problem = "no checkpoint: it stopped before its first epoch ended; start it again"
+    elif result is not None and result.get("state") == "pruned":
+        run.state = "pruned"
     elif ckpt.epoch >= cfg.training.epochs and run.batch == 0:
         run.state = "finished"
         if result is not None and result.get("state") == "finished":

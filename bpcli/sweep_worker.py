@@ -27,8 +27,8 @@ from bpcli import resources
 from bpcli.config import Config
 from bpcli.data import Dataset
 from bpcli.errors import BpcliError, clip
-from bpcli.rundir import EpochMetrics, RunFiles
-from bpcli.runner import StopFlag, load_data, write_result, write_run_files
+from bpcli.rundir import RESULT, EpochMetrics, RunFiles
+from bpcli.runner import StopFlag, load_data, result_record, write_result, write_run_files
 from bpcli.sweep import Sweep, ask_lock, config_for, need_optuna, taken, trial_dir
 from bpcli.sweep_space import Param, Space
 from bpcli.train import Interrupted, Trainer, fit
@@ -155,7 +155,13 @@ def _train(sweep: Sweep, trial: Any, cfg: Config, files: RunFiles, cache: DataCa
         if trial.should_prune():
             raise Pruned
 
-    summary = fit(trainer, files, None, None, on_epoch_end, stopping, None)
+    try:
+        summary = fit(trainer, files, None, None, on_epoch_end, stopping, None)
+    except Pruned:
+        # Recorded in the run directory too, so that `bpcli runs` says "pruned" (stopped on purpose)
+        # rather than "interrupted" with a resume command.
+        files.write(RESULT, result_record("pruned", epoch=len(values)))
+        raise
     write_result(files, summary)  # as `bpcli train` does: `bpcli runs` shows the trial's test accuracy
     return min(values) if loss else max(values)
 

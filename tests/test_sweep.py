@@ -119,13 +119,21 @@ def test_two_workers_share_one_study_and_no_trial_runs_twice(parallel: Any) -> N
 
 def test_pruned_trials_stop_early_and_complete_ones_do_not(parallel: Any) -> None:
     root, done, _ = parallel
+    listed = json.loads(bpcli("runs", str(root), "--json", cwd=root.parents[1]).stdout)
+    states = {Path(r["path"]).name: r["state"] for r in listed}
     for t in study_of(root).get_trials(deepcopy=False):
         rows = metrics_rows(root / f"trial-{t.number:03d}")
         if t.state.name == "PRUNED":
-            assert len(rows) < 3 and len(rows) == len(t.intermediate_values)
+            # The median pruner may also stop a trial after its last epoch (below the median there too);
+            # which trials finish first depends on the two jobs' timing, so this test allows it, and
+            # test_pruning_stops_hopeless_trials_after_their_first_epoch pins down early pruning.
+            assert len(rows) <= 3 and len(rows) == len(t.intermediate_values)
             assert (root / f"trial-{t.number:03d}" / "last.npz").is_file()
+            # `bpcli runs` says the trial was stopped on purpose, not interrupted with a resume command.
+            assert states[f"trial-{t.number:03d}"] == "pruned"
         else:
             assert len(rows) == 3 and t.value == max(r["val_accuracy"] for r in rows)
+            assert states[f"trial-{t.number:03d}"] == "finished"
 
 
 def test_the_best_config_trains_to_the_reported_value_bitwise(parallel: Any, tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from rich.text import Text
 
 from bpcli.runs import Comparison, Row, Run
 
-STYLE = {"finished": "green", "interrupted": "yellow", "running": "cyan", "diverged": "red", "broken": "red"}
+STYLE = {"finished": "green", "pruned": "dim", "interrupted": "yellow", "running": "cyan", "diverged": "red",
+         "broken": "red"}
 DASH = "—"
 
 
