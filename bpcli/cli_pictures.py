@@ -38,16 +38,12 @@ def plot_command(
         plot.output_format(out)  # a wrong suffix is refused before any reading
     drawing = plot.load(run_dirs, grad)
     if drawing.empty:
-        for note in drawing.notes:
-            console.print(f"note: {escape(note)}", soft_wrap=True, highlight=False, style="yellow")
+        _say(drawing.notes)
         raise UsageError("nothing to plot: no run has finished an epoch yet")
     if out is None:
         view.render(console, drawing)
         return
-    written = plot.write_figure(drawing, out)
-    for note in drawing.notes:
-        console.print(f"note: {escape(note)}", soft_wrap=True, highlight=False, style="yellow")
-    console.print(f"wrote {escape(str(written.path))}", soft_wrap=True, highlight=False)
+    _say(drawing.notes, plot.write_figure(drawing, out).path)
 
 
 @command("show", short_help="Pictures of a network: layer 2's weights, its test mistakes.")
@@ -84,7 +80,12 @@ def show_command(
     if out is None:
         view.render(console, drawn)
         return
-    written = pictures.write_figure(drawn, out)
-    for note in drawn.notes:
+    _say(drawn.notes, pictures.write_figure(drawn, out).path)
+
+
+def _say(notes: list[str], written: Path | None = None) -> None:
+    """The notes a picture came with (runs left out, statistics missing), then the file it was written to."""
+    for note in notes:
         console.print(f"note: {escape(note)}", soft_wrap=True, highlight=False, style="yellow")
-    console.print(f"wrote {escape(str(written.path))}", soft_wrap=True, highlight=False)
+    if written is not None:
+        console.print(f"wrote {escape(str(written))}", soft_wrap=True, highlight=False)

@@ -32,7 +32,6 @@ from bpcli.errors import BpcliError, UsageError
 from bpcli.resume import command as resume_command, differences
 from bpcli.rundir import COMMIT, LOCK, RESULT, EpochMetrics, RunFiles
 
-STATES = ("finished", "pruned", "interrupted", "running", "diverged", "broken")
 # What marks a directory as a run directory (any one of them).
 MARKERS = ("config.yaml", "last.npz", "metrics.jsonl", COMMIT, LOCK, RESULT)
 # runs/<config name>-<timestamp>[-n], as RunFiles.default_root names them.
