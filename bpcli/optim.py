@@ -44,6 +44,8 @@ class Optimizer:
         needs_scratch = self.name == "adam" or bool(decay)
         self._scratch = [np.empty_like(p) for p in params] if needs_scratch else []
         keys = {"momentum": ("v",), "adam": ("m", "v")}.get(self.name, ())
+        # Param i's state arrays, looked up once: `state` is only ever written in place (restoring a
+        # checkpoint included), so these stay the same arrays.
         self._state = [[self.state[f"{key}{i}"] for key in keys] for i in range(len(params))]
         self._blocks = [_blocks(p) for p in params]
 
