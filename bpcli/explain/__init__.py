@@ -34,13 +34,13 @@ from bpcli.network import Network
 from bpcli.explain.base import (  # noqa: F401
     INDEX_NOTE, SECTIONS, TITLES, Spec, count, deriv, human_bytes, num, parse_sections, shape, space,
 )
-from bpcli.explain.graph import Edge, Graph, Node, build_graph, graph_listing, graph_rows  # noqa: F401
+from bpcli.explain.graph import Graph, build_graph, graph_rows  # noqa: F401
 from bpcli.explain.sections import (  # noqa: F401
-    Block, CostSection, Equation, EquationsSection, Induction, LayerInfo, LayersSection, Symbol, build_cost,
-    build_equations, build_layers, build_notation,
+    Block, CostSection, Equation, EquationsSection, LayerInfo, LayersSection, Symbol, build_cost, build_equations,
+    build_layers, build_notation,
 )
 from bpcli.explain.trace import (  # noqa: F401
-    Example, Term, Trace, build_trace, central_difference, parse_weight, weight_ranges,
+    Example, Trace, build_trace, central_difference, parse_weight, weight_ranges,
 )
 
 # -- what is explained: a config's network or a checkpoint's, and one test example ---------------------
