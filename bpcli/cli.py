@@ -211,68 +211,6 @@ def evaluate_command(
     runner.evaluate(checkpoint_path, data_path, as_json=as_json, console=console)
 
 
-# -- bpcli data: get and check datasets -----------------------------------------------------------------
-
-data_app = typer.Typer(cls=_Group, help="Download and verify datasets (IDX directories or .npz files).",
-                       no_args_is_help=True)
-app.add_typer(data_app, name="data")
-
-
-@command("download", group=data_app, short_help="Fetch a dataset's four IDX files and verify them.")
-def data_download_command(
-    dataset: str = typer.Argument("mnist", metavar="[DATASET]", help="mnist, fashion-mnist or kmnist."),
-    directory: Optional[Path] = typer.Option(
-        None, "--dir", metavar="DIR",
-        help="Where to put the files (default: the per-user data directory, where data.path finds them; "
-             "bpcli data where shows it).",
-    ),
-    mirrors: Optional[list[str]] = typer.Option(
-        None, "--mirror", metavar="URL",
-        help="A mirror's base URL, tried in the order given (repeatable); replaces the defaults and $BPCLI_MIRRORS.",
-    ),
-    timeout: float = typer.Option(30.0, "--timeout", min=0.1, metavar="SECONDS", help="Seconds to wait for a server (to connect, or for more data) before giving up on it."),
-    deadline: float = typer.Option(600.0, "--deadline", min=0.1, metavar="SECONDS", help="Seconds one file may take from one mirror before the next mirror is tried."),
-    min_rate: float = typer.Option(1000.0, "--min-rate", min=0.0, metavar="BYTES", help="Leave a mirror that sends fewer bytes per second than this, averaged over --timeout (0: no minimum)."),
-) -> None:
-    """Fetch the four IDX files of a dataset, verify each, and only then give it its final name."""
-    from bpcli import builtin
-    from bpcli.data import download
-    from bpcli.render import data as view
-
-    spec = download.dataset_spec(dataset)
-    target = directory if directory is not None else builtin.user_data_dir() / spec.name
-    with view.DownloadProgress(console) as progress:
-        report = download.download(spec, target, mirrors or None, timeout=timeout, deadline=deadline,
-                                   min_rate=min_rate, on_progress=progress)
-    console.print(view.download_table(report, console.width))
-    for note in view.download_notes(report):
-        console.print(note)
-
-
-@command("verify", group=data_app, short_help="Check a dataset as train will: what it is, and that it is intact.")
-def data_verify_command(
-    path: Path = typer.Argument(Path("data/mnist"), metavar="[PATH]",
-                                help="A dataset directory or .npz file (default data/mnist)."),
-    write: bool = typer.Option(False, "--write", metavar="",
-                               help="Record SHA256SUMS for files that pass the structure checks: the opt-in for a "
-                                    "dataset bpcli does not know."),
-) -> None:
-    """Check a dataset as `train` will: files present and valid, and what they are (a known dataset by its
-    published checksums, or the directory's own SHA256SUMS). Exit code 0 if verified, 1 if a file does not
-    match or nothing vouches for the data, 2 if a file is missing or cannot be read."""
-    from bpcli.data import check
-    from bpcli.render import data as view
-
-    if write:
-        written = check.write_checksums(path)
-        console.print(f"checksums written to {escape(str(written))}", highlight=False)
-    report = check.verify_path(path)
-    for part in view.verify_view(report, console.width):
-        console.print(part)
-    if report.code:
-        raise typer.Exit(report.code)
-
-
 @command("explain", short_help="Explain backprop for a network, symbol by symbol, with a trace.")
 def explain_command(
     config_path: Optional[Path] = typer.Argument(
@@ -435,6 +373,7 @@ def main() -> None:
 
 
 from bpcli import cli_pictures  # noqa: E402,F401 - registers plot and show
+from bpcli import cli_data  # noqa: E402,F401 - registers data (download, verify)
 from bpcli import cli_configs  # noqa: E402,F401 - registers configs, init and data where
 from bpcli import cli_use  # noqa: E402,F401 - registers predict, runs and export
 from bpcli import cli_sweep  # noqa: E402,F401 - registers sweep (run, show)

@@ -12,7 +12,8 @@ import typer
 from rich.markup import escape
 
 from bpcli import builtin
-from bpcli.cli import command, console, data_app
+from bpcli.cli import command, console
+from bpcli.cli_data import data_app
 from bpcli.errors import UsageError
 
 
