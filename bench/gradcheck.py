@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bpcli import gradcheck  # noqa: E402
 from bpcli.data import load_mnist  # noqa: E402
+from bpcli.threads import cpu_count  # noqa: E402
 from bpcli.network import Network  # noqa: E402
 
 CASES: list[tuple[tuple[int, ...], float]] = [((784, 100, 10), 5.0), ((784, 512, 512, 10), 60.0)]
@@ -79,13 +80,13 @@ def main() -> None:
         row["target_seconds"] = target
         rows.append(row)
     if args.json:
-        print(json.dumps({"workers": args.workers or gradcheck.numerical._available_cpus(), "cases": rows}, indent=2))
+        print(json.dumps({"workers": args.workers or cpu_count(), "cases": rows}, indent=2))
         return
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    threads = args.workers or gradcheck.numerical._available_cpus()
+    threads = args.workers or cpu_count()
     table = Table(title=f"every entry, --method {args.method}, {args.examples} MNIST examples, {threads} threads",
                   title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in ("network", "parameters", "seconds", "CPU s", "param/s", "target", "max rel"):

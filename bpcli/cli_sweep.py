@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 
 from bpcli.cli import SetOption, _Group, app, command, console, err_console
+from bpcli.threads import cpu_count
 
 
 class _SweepGroup(_Group):
@@ -71,7 +72,7 @@ def sweep_command(
     say = err_console if as_json else console
     for note in sweep.notes:
         say.print(f"note: {escape(note)}", style="yellow", soft_wrap=True, highlight=False)
-    jobs = jobs or sweeping.default_jobs()
+    jobs = jobs or cpu_count()
     left = sweeping.remaining(sweep)
     title = (f"sweep {sweep.name}: {left} of {sweep.budget} trials to run, {min(jobs, max(left, 1))} at a time; "
              f"{sweep.root}")

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from bpcli.config import Config
 from bpcli.errors import ResourceError, shorten
+from bpcli.threads import cpu_count
 
 # The evaluation batch train.evaluate uses when memory allows. 2,500 rows, not more: evaluating MNIST's
 # 10,000 test images of configs/mnist.yaml took 0.087 s in batches of 2,500 against 0.095-0.098 s in one
@@ -152,7 +153,7 @@ def gradcheck_estimate(sizes: Sequence[int], m: int, workers: int | None = None)
     """
     s, P = 8, parameter_count(sizes) * 8
     largest = max((int(n) * int(p) for p, n in zip(sizes[:-1], sizes[1:])), default=0)
-    workers = workers or _cpus()
+    workers = workers or cpu_count()
     H = _units(sizes)
     return Estimate({
         "parameters": 4 * P,
@@ -206,13 +207,6 @@ def _sysconf_available() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         return None
-
-
-def _cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 # -- the checks --------------------------------------------------------------------------------------

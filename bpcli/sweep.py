@@ -281,13 +281,6 @@ class Outcome:
     failures: list[str] = field(default_factory=list)  # workers that ended in an error, with their last word
 
 
-def default_jobs() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def run(sweep: Sweep, jobs: int, on_update: Callable[[Any], None], stop: Callable[[], bool],
         poll: float = 0.5) -> Outcome:
     """Run the sweep's remaining trials in `jobs` worker processes; on_update(study) is called about every

@@ -28,10 +28,12 @@ Nothing here may fail: every source that cannot be read falls back to the next b
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 CGROUP = Path("/sys/fs/cgroup")
 PROC_STAT = Path("/proc/stat")
@@ -75,6 +77,11 @@ def usable_cpus() -> set[int]:
         return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return set(range(os.cpu_count() or 1))
+
+
+def cpu_count() -> int:
+    """How many logical CPUs this process may run on: the default number of worker threads or processes."""
+    return max(1, len(usable_cpus()))
 
 
 def physical_cores(cpus: set[int], sys_cpu: Path = Path("/sys/devices/system/cpu")) -> int:
@@ -137,3 +144,13 @@ def auto_threads(cores: int | None = None, quota: float | None = None, busy: flo
     limit = cores if quota is None else max(1, math.floor(quota))
     free = math.floor(cores - busy + 0.5)  # a core half occupied or less still counts as free
     return max(1, min(cores, limit, free))
+
+
+@contextlib.contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Limit BLAS to n threads for the block; 0 ("auto") picks them from the machine now (`auto_threads`).
+    threadpoolctl is imported here, not at the top, to keep it out of `import bpcli` (start-up time)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n if n > 0 else auto_threads(), user_api="blas"):
+        yield

@@ -7,14 +7,12 @@ inside the epoch is checkpointed, so a resumed run continues with bitwise-identi
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from bpcli import checkpoint as ckpt_io
 from bpcli import resources
@@ -25,7 +23,7 @@ from bpcli.monitor import LayerMonitor
 from bpcli.network import Network, Workspace
 from bpcli.optim import Optimizer, learning_rate
 from bpcli.rundir import EpochMetrics, RunFiles, metrics_bytes  # noqa: F401 - RunFiles re-exported
-from bpcli.threads import auto_threads
+from bpcli.threads import auto_threads, blas_threads
 
 Array = np.ndarray
 
@@ -311,19 +309,6 @@ def fit(
     """
     with blas_threads(trainer.cfg.training.threads), np.errstate(over="ignore", invalid="ignore"):
         return _fit(trainer, files, on_epoch_start, on_batch, on_epoch_end, should_stop, started)
-
-
-@contextlib.contextmanager
-def blas_threads(n: int) -> Iterator[None]:
-    """Limit BLAS to n threads for the block; 0 ("auto") picks them from the machine now
-    (`threads.auto_threads`: physical cores, CPU quota, cores other processes keep busy).
-
-    Why never more threads than free cores: OpenBLAS threads spin while they wait for each other, so
-    when another process holds a core they stall. Measured on the 2-core machine with a benchmark
-    running beside it, one epoch of configs/mnist.yaml took 44 s with 2 BLAS threads and 3.3 s with 1.
-    """
-    with threadpool_limits(limits=n if n > 0 else auto_threads(), user_api="blas"):
-        yield
 
 
 def _fit(

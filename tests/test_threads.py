@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from threadpoolctl import threadpool_info
 
-from bpcli import threads, train
+from bpcli import threads
 
 
 @pytest.mark.parametrize(
@@ -76,11 +76,11 @@ def test_busy_cores_sees_processes_the_average_has_not_caught_up_with(tmp_path: 
 
 def test_blas_threads_zero_applies_auto_and_a_number_overrides(monkeypatch):
     asked = []
-    monkeypatch.setattr(train, "auto_threads", lambda: asked.append(1) or 1)
-    with train.blas_threads(0):
+    monkeypatch.setattr(threads, "auto_threads", lambda: asked.append(1) or 1)
+    with threads.blas_threads(0):
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
     assert asked == [1]
-    with train.blas_threads(1):
+    with threads.blas_threads(1):
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
     assert asked == [1]  # training.threads > 0 is taken as given
 

@@ -34,10 +34,8 @@ out of pass / fail. The perturbed z are the ones the check computes anyway, so t
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -47,6 +45,7 @@ import numpy as np
 from bpcli.activations import Array, Sigmoid, Softmax
 from bpcli.costs import CrossEntropy, Quadratic, _softplus
 from bpcli.network import Cache, Network
+from bpcli.threads import blas_threads, cpu_count
 
 if TYPE_CHECKING:
     from bpcli.gradcheck.subject import Parameter, Subject
@@ -312,8 +311,11 @@ class _Restart:
             kink[p0:p1] = np.bincount(p, weights=crossed, minlength=p1 - p0) > 0
 
         spans = list(zip(starts[:-1], starts[1:]))
-        workers = min(_available_cpus() if workers is None else workers, len(spans))
-        with _single_threaded_blas():
+        workers = min(cpu_count() if workers is None else workers, len(spans))
+        # One BLAS thread per worker thread: the products here are thin (rows x n x n_L), and a BLAS that
+        # spreads each over all cores while the workers also run was measured 5-8x slower on a busy 2-core
+        # machine.
+        with blas_threads(1):
             if workers > 1:
                 with ThreadPoolExecutor(workers) as pool:
                     list(pool.map(lambda span: run(*span), spans))
@@ -358,27 +360,6 @@ class _Restart:
         z = z.reshape(S * R, -1)
         y = np.broadcast_to(self.y[x], (S, R, self.y.shape[1])).reshape(S * R, -1)
         return self.cost_rows(z, net.output.value(z), y).reshape(S, R), kinks
-
-
-def _available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """One BLAS thread per worker thread: the products here are thin (rows x n x n_L), and a BLAS
-    that spreads each over all cores while the workers also run was measured 5-8x slower on a busy
-    2-core machine. Without threadpoolctl, BLAS keeps its own setting."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 # -- per-example cost --------------------------------------------------------------------------------
