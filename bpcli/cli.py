@@ -304,6 +304,7 @@ def gradcheck_command(
     entries: str = typer.Option("all", "--entries", metavar="all|N", help="Check every entry, or N random ones per group (directional: N directions)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="S", help="Seed for initialization, random data and sampling (default training.seed)."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="FILE", help="Also write the results as JSON to FILE."),
+    force: bool = typer.Option(False, "--force", metavar="", help="Replace an existing --json FILE."),
     model: Optional[str] = typer.Option(
         None, "--model", metavar="PATH.py:NAME",
         help="Check your own NumPy network (book or function style) instead of bpcli's. Runs its code.",
@@ -324,7 +325,7 @@ def gradcheck_command(
         from bpcli.cli_models import gradcheck_model
 
         return gradcheck_model(model, model_args, config_path, overrides or [], checkpoint_path, path, batch,
-                               random_data, method, eps, rtol, atol, entries, seed, json_path)
+                               random_data, method, eps, rtol, atol, entries, seed, json_path, force)
 
     if method not in gradcheck.METHODS:
         raise UsageError(f"--method {method!r}: expected one of {', '.join(gradcheck.METHODS)}")
@@ -333,7 +334,7 @@ def gradcheck_command(
     if entries != "all" and not entries.isdigit():
         raise UsageError(f"--entries {entries!r}: expected 'all' or a positive whole number")
     if json_path is not None:
-        gradcheck.check_writable(json_path)  # before the work, not after it
+        gradcheck.check_writable(json_path, force)  # before the work, not after it
     cfg, net, seed, origin = gradcheck.load_subject(config_path, overrides or [], checkpoint_path, seed)
     why = None
     if batch is None:

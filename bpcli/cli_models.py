@@ -27,7 +27,7 @@ def gradcheck_model(
     spec: str, model_args: Optional[str], config_path: Optional[Path], overrides: list[str],
     checkpoint: Optional[Path], path: str, batch: Optional[int], random_data: bool, method: str,
     eps: Optional[float], rtol: Optional[float], atol: Optional[float], entries: str, seed: Optional[int],
-    json_path: Optional[Path],
+    json_path: Optional[Path], force: bool,
 ) -> None:
     from bpcli import gradcheck
     from bpcli.gradcheck import api, user_load
@@ -42,7 +42,7 @@ def gradcheck_model(
     if seed is not None and seed < 0:
         raise UsageError(f"--seed {seed}: must be a whole number >= 0")
     if json_path is not None:
-        gradcheck.check_writable(json_path)
+        gradcheck.check_writable(json_path, force)
     cfg, sizes = model_sizes(config_path, overrides)
     seed = seed if seed is not None else (cfg.training.seed if cfg is not None else 0)
     args = user_load.parse_args(model_args)

@@ -22,6 +22,7 @@ def plot_command(
         None, "--out", "-o", metavar="FILE",
         help="Write a .png or .svg file (needs bpcli\\[plot]) instead of drawing in the terminal.",
     ),
+    force: bool = typer.Option(False, "--force", metavar="", help="Replace an existing --out FILE."),
     grad: str = typer.Option(
         "b", "--grad", metavar="b|w",
         help="Per-layer panel: RMS of dC/db (= delta, a neuron's speed of learning) or of dC/dw.",
@@ -32,10 +33,12 @@ def plot_command(
     the charts are drawn in the terminal."""
     from bpcli import plot
     from bpcli.errors import UsageError
+    from bpcli.files import refuse_to_replace
     from bpcli.render import plot as view
 
     if out is not None:
         plot.output_format(out)  # a wrong suffix is refused before any reading
+        refuse_to_replace(out, force, "--out")
     drawing = plot.load(run_dirs, grad)
     if drawing.empty:
         _say(drawing.notes)
@@ -53,6 +56,7 @@ def show_command(
         None, "--out", "-o", metavar="FILE",
         help="Write a .png file (needs bpcli\\[plot]) instead of drawing in the terminal.",
     ),
+    force: bool = typer.Option(False, "--force", metavar="", help="Replace an existing --out FILE."),
     weights: Optional[int] = typer.Option(
         None, "--weights", min=0, metavar="N",
         help="How many of layer 2's neurons to draw (default 8; 100 in a file).",
@@ -70,10 +74,13 @@ def show_command(
     character images; with --out as a PNG."""
     from bpcli import pictures
     from bpcli.errors import UsageError
+    from bpcli.files import refuse_to_replace
     from bpcli.render import pictures as view
 
     if out is not None and out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: expected a .png file name")
+    if out is not None:
+        refuse_to_replace(out, force, "--out")
     default = pictures.FILE_COUNTS if out is not None else pictures.TERMINAL_COUNTS
     counts = (default[0] if weights is None else weights, default[1] if mistakes is None else mistakes)
     drawn = pictures.load(run, data_path, counts)

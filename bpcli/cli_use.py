@@ -30,6 +30,7 @@ def predict_command(
         None, "--out", "-o", metavar="FILE",
         help="IDX/.npz input: write the rows to FILE (.csv or .jsonl) instead of standard output.",
     ),
+    force: bool = typer.Option(False, "--force", metavar="", help="Replace an existing --out FILE."),
 ) -> None:
     """A trained network's top 3 classes, with their probabilities, for each image file of a handwritten
     digit, prepared as MNIST's digits were: grayscale, inverted when its background is light, cropped to
@@ -39,7 +40,7 @@ def predict_command(
     if any file could not be read or held no ink."""
     from bpcli import predict
     from bpcli.errors import UsageError
-    from bpcli.files import write_atomic
+    from bpcli.files import refuse_to_replace, write_atomic
     from bpcli.render import predict as view
 
     model = predict.load_model(run)
@@ -52,6 +53,7 @@ def predict_command(
             fmt = {".csv": "csv", ".jsonl": "jsonl"}.get(out.suffix.lower(), "")
             if not fmt:
                 raise UsageError(f"--out {out}: expected a .csv or .jsonl file name")
+            refuse_to_replace(out, force, "--out")
         rows, notes = [], []
         for path in images:
             got, accuracy = predict.predict_batch(model, path)
@@ -129,14 +131,18 @@ def export_command(
     fmt: Optional[str] = typer.Option(
         None, "--format", "-f", metavar="onnx|npz", help="Default: from the suffix of --out."
     ),
+    force: bool = typer.Option(False, "--force", metavar="", help="Replace an existing FILE."),
 ) -> None:
     """Write the network of RUN to FILE. ONNX (needs bpcli\\[onnx]): a standard graph, Gemm and the
     activations with Softmax at the output, checked by onnx.checker, input `input` \\[batch, n_1] float32,
     for onnxruntime and any other ONNX runtime. NPZ: w2, b2, ..., wL, bL (w^l of shape (n_l, n_(l-1))) with
     layers, activation, output and class_names, loadable with allow_pickle=False."""
     from bpcli import export
+    from bpcli.files import refuse_to_replace
 
-    written = export.export(run, out, export.format_for(out, fmt))
+    kind = export.format_for(out, fmt)
+    refuse_to_replace(out, force, "--out")
+    written = export.export(run, out, kind)
     n = written.sizes
     if written.format == "onnx":
         ops = ", ".join(dict.fromkeys(written.operators))

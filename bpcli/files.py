@@ -14,6 +14,8 @@ from typing import IO
 
 import numpy as np
 
+from bpcli.errors import UsageError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -22,6 +24,15 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def refuse_to_replace(path: str | Path, force: bool, option: str) -> None:
+    """A file the user names for output (`--out FILE`, `--json FILE`) is never replaced without --force:
+    it may be a result they keep (as `bpcli train` and `bpcli init` refuse an existing run or config).
+    Called before any work, so a refusal costs nothing."""
+    path = Path(path)
+    if not force and (path.is_file() or path.is_symlink()):
+        raise UsageError(f"{option} {path}: the file exists; pass --force to replace it, or give another name")
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:

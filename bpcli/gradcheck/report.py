@@ -26,7 +26,7 @@ import numpy as np
 
 from bpcli.activations import Array
 from bpcli.errors import UsageError
-from bpcli.files import TMP_SUFFIX, write_atomic
+from bpcli.files import TMP_SUFFIX, refuse_to_replace, write_atomic
 from bpcli.gradcheck.numerical import Probes
 
 
@@ -206,10 +206,12 @@ def misshapen(name: str, l: int, kind: Literal["w", "b"], shape: tuple[int, ...]
 # -- the JSON file ------------------------------------------------------------------------------------
 
 
-def check_writable(path: str | Path) -> None:
+def check_writable(path: str | Path, force: bool = False) -> None:
     """Refuse, before any work, a --json path that cannot be written: its directory must exist and
-    take a new file (tried with a temporary file of the kind `write_atomic` makes, then removed)."""
+    take a new file (tried with a temporary file of the kind `write_atomic` makes, then removed), and an
+    existing file is replaced only with --force."""
     path = Path(path)
+    refuse_to_replace(path, force, "--json")
     if path.is_dir():
         raise UsageError(f"--json {path}: is a directory; give a file name")
     try:
