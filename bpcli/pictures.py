@@ -134,11 +134,20 @@ def load(path: Path, data_path: Path | None, counts: tuple[int, int]) -> Picture
                     mistakes(net, data, shape, counts[1]) if data is not None else None, notes)
 
 
+def probability_text(p: float) -> str:
+    """A probability as `show` and `predict` write it: two decimals near certainty, where most confident
+    mistakes are (99.97% is not 100%, and what would round to 100.00% is >99.99%), and near zero (0.42%,
+    <0.01%); one decimal between (41.3%, 99.4%)."""
+    if p >= 0.99995:
+        return ">99.99%"
+    if p < 0.0001:
+        return "<0.01%"
+    return f"{100 * p:.2f}%" if p >= 0.995 or p < 0.01 else f"{100 * p:.1f}%"
+
+
 def caption(m: Mistake, probability: bool) -> tuple[str, str]:
     """Two short lines under a mistake: the truth, and what the network said and how sure it was."""
-    # Two decimals near certainty, where most confident mistakes are: 99.97% is not 100%.
-    sure = ((f"{100 * m.confidence:.2f}%" if m.confidence >= 0.995 else f"{100 * m.confidence:.0f}%")
-            if probability else f"a={m.confidence:.2f}")
+    sure = probability_text(m.confidence) if probability else f"a={m.confidence:.2f}"
     return f"#{m.index} true {m.true}", f"said {m.predicted} {sure}"
 
 

@@ -268,6 +268,29 @@ def test_show_in_the_terminal_fits_the_width(trained: Path, width: int, monkeypa
     assert len(blocks) >= 14  # at least one 28-pixel image, two pixels a line
 
 
+def test_show_on_a_terminal_with_no_color_draws_shades_not_blocks(trained: Path) -> None:
+    """NO_COLOR on a terminal: Rich keeps a colour system but drops the colours, so coloured half blocks
+    would all look alike; the shade characters are drawn instead, as when piped."""
+    import io
+
+    from rich.console import Console
+
+    drawn = pictures.load(trained, None, (2, 2))
+    for no_color in (False, True):
+        buffer = io.StringIO()
+        picture_view.render(Console(file=buffer, force_terminal=True, color_system="truecolor", no_color=no_color,
+                                    width=80), drawn)
+        out = buffer.getvalue()
+        assert ("\x1b[38;2" in out) is not no_color  # truecolor foreground: the colours are drawn
+        assert bool(set(out) & set(picture_view.SHADES[1:4])) is no_color
+
+
+@pytest.mark.parametrize(("p", "text"), [(0.99996, ">99.99%"), (0.99994, "99.99%"), (0.995, "99.50%"),
+                                         (0.9949, "99.5%"), (0.413, "41.3%"), (0.0042, "0.42%"), (0.00009, "<0.01%")])
+def test_a_probability_near_certainty_is_never_written_100_percent(p: float, text: str) -> None:
+    assert pictures.probability_text(p) == text
+
+
 def test_show_picks_the_mistakes_the_network_is_surest_of(trained: Path) -> None:
     p = pictures.load(trained, None, (5, 12))
     net = load_checkpoint(trained / "last.npz").network

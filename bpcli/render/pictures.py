@@ -126,7 +126,13 @@ def lines(p: Pictures, width: int, colour: bool) -> list[Text]:
     return out
 
 
+def has_colour(console: Console) -> bool:
+    """Whether the console shows colours: not when piped (no colour system), nor with NO_COLOR set, where
+    Rich keeps its colour system but drops every colour, which left the pictures as solid blocks."""
+    return console.color_system is not None and not console.no_color
+
+
 def render(console: Console, p: Pictures) -> None:
-    colour = console.color_system is not None
+    colour = has_colour(console)
     for line in lines(p, console.width, colour):
         console.print(line, soft_wrap=False, no_wrap=True, overflow="crop", highlight=False)

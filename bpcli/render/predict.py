@@ -7,18 +7,14 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
+from bpcli.pictures import probability_text
 from bpcli.predict import Model, Prediction
-from bpcli.render.pictures import _wrap, gray, image_lines, tiles
+from bpcli.render.pictures import _wrap, gray, has_colour, image_lines, tiles
 
 
 def score_text(score: float, probability: bool) -> str:
-    """99.97% near certainty (not 100%), 41.3% elsewhere, 0.42% and <0.01% near zero; a^L itself when it
-    is no probability."""
-    if not probability:
-        return f"{score:.3g}"
-    if score < 0.0001:
-        return "<0.01%"
-    return f"{100 * score:.2f}%" if score >= 0.995 or score < 0.01 else f"{100 * score:.1f}%"
+    """A probability as `bpcli.pictures.probability_text` writes it; a^L itself when it is no probability."""
+    return probability_text(score) if probability else f"{score:.3g}"
 
 
 def line(p: Prediction, probability: bool) -> Text:
@@ -64,7 +60,7 @@ def lines(model: Model, predictions: list[Prediction], width: int, colour: bool,
 
 
 def render(console: Console, model: Model, predictions: list[Prediction], show: bool) -> None:
-    colour = console.color_system is not None
+    colour = has_colour(console)
     for text in lines(model, predictions, console.width, colour, show):
         if show:  # drawn to fit the width: never wrapped
             console.print(text, no_wrap=True, overflow="crop", highlight=False)
