@@ -353,9 +353,8 @@ def _start(sweep: Sweep, k: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, **dict.fromkeys(BLAS_VARIABLES, "1")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(bpcli.__file__).resolve().parents[1]),
                                                       env.get("PYTHONPATH")]))
-    seed = None if sweep.space.sampler.seed is None else sweep.space.sampler.seed + k
     args = json.dumps({"dir": str(sweep.root.resolve()), "storage": sweep.storage, "budget": sweep.budget,
-                       "seed": seed, "parent": os.getpid()})
+                       "seed": sweep.space.sampler.seed, "parent": os.getpid()})
     with open(sweep.root / f".worker-{k}.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "bpcli.sweep_worker", args], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=log, env=env, start_new_session=True)

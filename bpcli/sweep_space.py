@@ -80,7 +80,7 @@ class Param:
 class Sampler:
     name: str = "tpe"
     startup_trials: int = 10  # tpe: random trials before the model takes over (Optuna's default)
-    seed: int | None = None  # worker k seeds its sampler with seed + k: one job repeats exactly
+    seed: int | None = None  # trial n draws with seed + n: one job repeats exactly
 
 
 @dataclass(frozen=True)

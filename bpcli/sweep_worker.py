@@ -39,19 +39,56 @@ class Pruned(Exception):
 
 
 def make_sampler(space: Space, seed: int | None) -> Any:
+    """The space's sampler. With a seed, trial n draws with a sampler seeded seed + n (see `per_trial`)."""
     optuna = need_optuna()
     s = space.sampler
-    if s.name == "grid":
 
-        class Grid(optuna.samplers.GridSampler):  # type: ignore[misc]
-            def after_trial(self, *args: Any) -> None:
-                """Nothing: the budget (at most the grid's size) ends the sweep. Optuna's grid calls study.stop()
-                here, which works only inside study.optimize, not with ask and tell."""
+    def make(seed: int | None) -> Any:
+        if s.name == "grid":
 
-        return Grid({p.key: p.grid() for p in space.params}, seed=seed)
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(n_startup_trials=s.startup_trials, seed=seed)
+            class Grid(optuna.samplers.GridSampler):  # type: ignore[misc]
+                def after_trial(self, *args: Any) -> None:
+                    """Nothing: the budget (at most the grid's size) ends the sweep. Optuna's grid calls
+                    study.stop() here, which works only inside study.optimize, not with ask and tell."""
+
+            return Grid({p.key: p.grid() for p in space.params}, seed=seed)
+        if s.name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(n_startup_trials=s.startup_trials, seed=seed)
+
+    return make(None) if seed is None else per_trial(make, seed)
+
+
+def per_trial(make: Callable[[int], Any], seed: int) -> Any:
+    """A sampler that seeds a new one, make(seed + n), for trial n, before it draws anything.
+
+    Trial numbers are unique in a study, across its processes and machines (the storage hands them out),
+    so no two trials share a random stream. Seeding each worker process instead (seed + k for worker k)
+    gave the workers of `--resume` and of a second machine the streams of the first session's: their
+    trials repeated earlier trials' values exactly. One job still repeats a seeded sweep exactly."""
+    optuna = need_optuna()
+
+    class PerTrial(optuna.samplers.BaseSampler):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.inner = make(seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:  # called by study.ask() with the number set
+            self.inner = make(seed + trial.number)
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+            return self.inner.sample_independent(study, trial, name, distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+    return PerTrial()
 
 
 def make_pruner(space: Space) -> Any:

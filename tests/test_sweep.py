@@ -210,6 +210,7 @@ def test_two_machines_work_on_one_study_through_a_shared_storage(tmp_path: Path)
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     dirs = {p.name: host for host in ("a", "b") for p in (tmp_path / host).glob("trial-*")}
     assert sorted(dirs) == [f"trial-{k:03d}" for k in range(n)]  # each trial ran once, on one machine
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == n  # and drew its own values
     assert set(dirs.values()) == {"a", "b"}
     shown = bpcli("sweep", "show", str(tmp_path / "b"), "--json", cwd=tmp_path)
     assert len(json.loads(shown.stdout)["ranked"]) == n  # either machine sees every trial
@@ -284,6 +285,19 @@ def test_ctrl_c_then_resume_completes_the_study_without_repeating_finished_trial
     for t in interrupted:
         assert retries[t.number].params == t.params and retries[t.number].state.name == "COMPLETE"
     assert sorted(p.name for p in root.glob("trial-*")) == [f"trial-{t.number:03d}" for t in after]
+
+
+def test_trials_of_a_continued_seeded_sweep_draw_new_values(tmp_path: Path) -> None:
+    """Trial n draws with seed + n. Workers seeded seed + k started their streams over on --resume (and on
+    a second machine), so trial 2 repeated trial 0's values exactly, and trial 3 trial 1's."""
+    space = write_space(tmp_path / "s.yaml", PARALLEL_SPACE.replace("trials: 8", "trials: 2"))
+    for more in ([], ["--resume", "--trials", "4"]):
+        done = bpcli("sweep", TINY, "--space", str(space), "--jobs", "1", "--json", *more, *SMALL, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    trials = study_of(tmp_path / "runs" / "s").get_trials(deepcopy=False)
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.params["training.learning_rate"] != u.params["training.learning_rate"]
+               for t in trials[2:] for u in trials[:2])
 
 
 def test_a_killed_worker_is_replaced_and_its_trial_runs_again(tmp_path: Path) -> None:
