@@ -8,12 +8,10 @@ own numbered line below the table, where it wraps between words.
 
 from __future__ import annotations
 
-import io
 from types import TracebackType
 
 from rich import box
 from rich.console import Console, RenderableType
-from rich.measure import Measurement
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -28,10 +26,9 @@ from rich.table import Table
 from rich.text import Text
 
 from bpcli.data.check import VERIFIED, FileCheck, Report
+from bpcli.render.measure import fits
 from bpcli.data.download import UNVERIFIED, DownloadReport
 
-# Wide enough that measuring never wraps: `_fits` asks for a table's natural width.
-_MEASURE = Console(width=10_000, file=io.StringIO(), color_system=None)
 HASH = 12  # hex digits of a SHA-256 shown in a table: enough to tell files apart
 
 
@@ -83,11 +80,6 @@ def _size(n: int | None) -> str:
     return f"{value:.1f} GB"
 
 
-def _fits(renderable: RenderableType, width: int) -> bool:
-    """Whether `renderable` draws within `width` columns with no cell wrapped or cut."""
-    return Measurement.get(_MEASURE, _MEASURE.options, renderable).maximum <= width
-
-
 def _table(title: str, compact: bool) -> Table:
     if compact:
         return Table(title=title, title_justify="left", header_style="bold underline", box=None,
@@ -117,7 +109,7 @@ def download_table(report: DownloadReport, width: int = 80) -> Table:
         for name, size, status, method in rows:
             table.add_row(name, size, status, method) if not compact else table.add_row(
                 f"{name}\n[dim]{size}[/]", status, method)
-        if compact or _fits(table, width):
+        if compact or fits(table, width):
             return table
     raise AssertionError("unreachable")
 
@@ -181,7 +173,7 @@ def verify_view(report: Report, width: int = 80) -> list[RenderableType]:
                 table.add_row(f"{name}\n[dim]{size}, {shape}[/]", digest, result)
             else:
                 table.add_row(name, size, shape, digest, result)
-        if compact or _fits(table, width):
+        if compact or fits(table, width):
             break
     assert table is not None
     out: list[RenderableType] = [table]

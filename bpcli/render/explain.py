@@ -32,8 +32,9 @@ from bpcli.explain import (
 )
 from bpcli.render.explain_formats import term_rows, trace_rows
 from bpcli.render import explain_narrow as narrow
-from bpcli.render.explain_narrow import NARROW, NUMBER, SHAPE, SOURCE, SYMBOL, TYPE, dims, fits, lines
+from bpcli.render.explain_narrow import NARROW, NUMBER, SHAPE, SOURCE, SYMBOL, TYPE, dims, lines
 from bpcli.render.explain_narrow import title as _title
+from bpcli.render.measure import fits
 
 WIDE = 120  # a section drawn without a width gets its wide form, as at 120 columns
 

@@ -10,11 +10,8 @@ never the reverse). Nothing is computed here either; every string comes from `bp
 
 from __future__ import annotations
 
-import io
-
 from rich.cells import cell_len
-from rich.console import Console, Group, RenderableType
-from rich.measure import Measurement
+from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -32,13 +29,6 @@ SOURCE = "dim"
 # into a narrow column. 80 as in `render/gradcheck.py`, so the commands change layout together.
 NARROW = 80
 
-# Wide enough that measuring never wraps: `fits` asks for a table's natural width, not a wrapped one.
-_MEASURE = Console(width=10_000, file=io.StringIO(), color_system=None)
-
-
-def fits(renderable: RenderableType, width: int) -> bool:
-    """Whether `renderable` draws within `width` columns with no cell wrapped, shrunk or cut."""
-    return Measurement.get(_MEASURE, _MEASURE.options, renderable).maximum <= width
 
 
 def title(name: str) -> str:

@@ -8,7 +8,6 @@ so the runner picks one and the training loop never knows which. Every number co
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Sequence
@@ -20,12 +19,12 @@ from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
-from rich.measure import Measurement
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from bpcli.render import layers as layer_view
+from bpcli.render.measure import natural_width
 from bpcli.train import EpochMetrics, Summary
 
 WIDE = 72  # the epoch table's full headers need this many columns; below it, short headers
@@ -308,7 +307,7 @@ def confusion_table(confusion: np.ndarray, width: int = 80, class_names: Sequenc
     names = list(class_names) if len(class_names) == classes else [str(c) for c in range(classes)]
     short = all(len(n) <= 4 for n in names)
     table = _confusion(confusion, width, names, names if short else [str(c) for c in range(classes)])
-    if short or _natural_width(table) <= width:
+    if short or natural_width(table) <= width:
         return table
     return _confusion(confusion, width, [str(c) for c in range(classes)], [str(c) for c in range(classes)])
 
@@ -327,14 +326,6 @@ def confusion_legend(confusion: np.ndarray, class_names: Sequence[str], width: i
         else:
             line += f" {entry}" if line.endswith(":") else f" · {entry}"
     return lines + [line]
-
-
-# Wide enough that measuring never wraps.
-_MEASURE = Console(width=10_000, file=io.StringIO(), color_system=None)
-
-
-def _natural_width(table: Table) -> int:
-    return Measurement.get(_MEASURE, _MEASURE.options, table).maximum
 
 
 def _confusion(confusion: np.ndarray, width: int, rows: Sequence[str], columns: Sequence[str]) -> Table:
