@@ -66,7 +66,17 @@ def _reader_gone() -> typer.Exit:
     return typer.Exit(SIGPIPE_EXIT)
 
 
-class _Console(Console):
+class _Wrapping(Console):
+    """A message asked to stay one line (`soft_wrap=True`, as logs and grep want it) stays one line in a
+    pipe or a file; on a terminal Rich wraps it at word boundaries instead, where the terminal would
+    break it anywhere ("98.4" / "0%", "--res" / "ume"). A command to copy is printed with `out`, which
+    never breaks a line: the terminal wraps it, and copying it gives one line."""
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
+        super().print(*objects, soft_wrap=soft_wrap and not self.is_terminal, **kwargs)
+
+
+class _Console(_Wrapping):
     def on_broken_pipe(self) -> None:
         # Rich's own handling exits with 1, the code for a failed check; make it the usual 141.
         self.quiet = True
@@ -74,7 +84,7 @@ class _Console(Console):
 
 
 console = _Console()
-err_console = Console(stderr=True)
+err_console = _Wrapping(stderr=True)
 
 
 def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

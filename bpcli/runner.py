@@ -24,6 +24,7 @@ from bpcli.config import Config
 from bpcli.data import Dataset, dataset_spec, load_dataset
 from bpcli.errors import CheckpointError, DataError, DivergenceError, UsageError
 from bpcli.render import train as view
+from bpcli.render.say import command_line
 from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan, run_root
 from bpcli.rundir import COMMIT, RESULT, RunDirError, RunFiles
 from bpcli.train import Interrupted, Summary, Trainer, evaluate as evaluate_split, fit
@@ -178,9 +179,8 @@ def train(
         if plan is not None and force:
             raise UsageError("--force cannot be used with --resume: resuming never overwrites a run")
         if plan is not None and plan.finished:
-            say.print(f"{plan.root} has already finished its {cfg.training.epochs} epochs; to train it longer: "
-                      f"{resume_command(plan.root)} --set training.epochs=N", soft_wrap=True, highlight=False,
-                      markup=False)
+            command_line(say, f"{plan.root} has already finished its {cfg.training.epochs} epochs; to train it "
+                              "longer:", f"{resume_command(plan.root)} --set training.epochs=N")
             return 0
         for note in plan.notes if plan is not None else []:
             say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
@@ -284,13 +284,13 @@ def _report_interrupt(say: Console, stop: StopFlag, trainer: Trainer, files: Run
                           "run_dir": str(files.root), "resume_command": cmd}), flush=True)
     say.print(f"{stop.name}: stopped at {where}; checkpoint saved to {files.last}", soft_wrap=True,
               highlight=False, markup=False, style="yellow")
-    say.print(f"resume with: {cmd}", soft_wrap=True, highlight=False, markup=False)
+    command_line(say, "resume with:", cmd)
 
 
 def _report_abort(say: Console, files: RunFiles | None) -> None:
     if files is not None and files.last.is_file():
-        say.print(f"stopped at once, without saving the current position; {files.last} holds the last saved "
-                  f"one; resume with: {resume_command(files.root)}", soft_wrap=True, highlight=False, markup=False)
+        command_line(say, f"stopped at once, without saving the current position; {files.last} holds the last "
+                          "saved one; resume with:", resume_command(files.root))
     else:
         say.print("stopped at once, before the first checkpoint was saved; start the run again to train it",
                   soft_wrap=True, highlight=False, markup=False)

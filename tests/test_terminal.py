@@ -141,9 +141,10 @@ def test_ctrl_c_prints_a_resume_command_that_continues_the_same_run_bitwise(mnis
     assert term.finish() == 130
     text = "\n".join(term.lines())
     assert "SIGINT: stopped at epoch 2, batch" in text and "Traceback" not in term.raw
-    # From the byte stream, not the screen: a long command is one line that the terminal wraps.
+    # From the byte stream, not the screen: a command too long for the line gets a line of its own that
+    # bpcli never breaks (the terminal wraps it; copied, it is one line).
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", term.raw)
-    command = re.search(r"resume with: ([^\r\n]+)", plain).group(1).strip()  # type: ignore[union-attr]
+    command = re.search(r"resume with:\s*([^\r\n]+)", plain).group(1).strip()  # type: ignore[union-attr]
     assert command == f"bpcli train --resume {shlex.quote(str(run))}"
     assert checkpoint.load(run / "last.npz").rng_state["position"]["batch"] > 0  # saved inside epoch 2
 
@@ -162,3 +163,21 @@ def test_ctrl_c_prints_a_resume_command_that_continues_the_same_run_bitwise(mnis
     assert a.epoch == b.epoch == 2
     for l in a.network.layers:
         assert np.array_equal(a.network.w[l], b.network.w[l]) and np.array_equal(a.network.b[l], b.network.b[l])
+
+
+@pytest.mark.parametrize("argv", [["configs"], ["data", "where"], ["gradcheck", "tiny", "--path", "reference"],
+                                  ["train", "tiny", "--set", "training.optimizer.momentum=2"]],
+                         ids=["configs", "where", "gradcheck", "error"])
+def test_messages_wrap_between_words_on_a_narrow_terminal(argv: list[str]) -> None:
+    """At 60 columns every word of the piped output is whole on the screen: the lines are wrapped by bpcli
+    at spaces, not cut by the terminal mid-word ("scaled_no" / "rmal", "(PNG, JP" / "EG"). Piped, each
+    message stays one line. Run in / (nothing is written), so that no path is a word wider than the screen."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "60"}
+    piped = subprocess.run([*_bpcli(), *argv], cwd="/", env=env, capture_output=True, text=True, timeout=60)
+    term = Terminal([*_bpcli(), *argv], 60, Path("/"), rows=100)
+    code = term.finish()
+    assert code == piped.returncode and "Traceback" not in term.raw
+    words = (piped.stdout + piped.stderr).split()
+    shown = "\n".join(term.lines()).split()
+    assert max(len(line) for line in (piped.stdout + piped.stderr).splitlines()) > 60, piped  # so there is a wrap
+    assert [w for w in words if not set(w) <= set("─━")] == [w for w in shown if not set(w) <= set("─━")]

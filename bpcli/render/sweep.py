@@ -4,6 +4,7 @@ come computed from bpcli/sweep_results.py."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any, Callable
 
 from rich.console import Console, Group, RenderableType
@@ -12,6 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from bpcli.render.measure import fits
+from bpcli.render.say import command_line
 from bpcli.sweep_results import Results, TrialRow
 
 STYLES = {"running": "yellow", "complete": "green", "pruned": "magenta", "failed": "red", "waiting": "dim"}
@@ -73,6 +76,37 @@ def trials_table(results: Results, rows: list[TrialRow], title: str | None = Non
     return table
 
 
+def trial_blocks(results: Results, rows: list[TrialRow], width: int) -> list[Text]:
+    """The trials where their table does not fit: a line of what happened, then the values it tried,
+    indented, `name=value` items that wrap between items, never inside a number or a name."""
+    names = short_names(list(dict.fromkeys(key for row in results.rows for key in row.params)))
+    out: list[RenderableType] = []
+    for row in rows:
+        best = results.best is not None and row.number == results.best.number
+        epochs = f"{row.epochs} epoch{'s' * (row.epochs != 1)}"
+        head = Text(f"trial {row.number}  ", style="bold" if best else "")
+        head.append(row.state, style=STYLES.get(row.state, ""))
+        head.append(f"  {objective_text(row.value, results.objective)}  {epochs}  {_clock(row.seconds)}")
+        out.append(head)
+        line = ""
+        for item in (f"{names[k]}={value_text(v)}" for k, v in row.params.items()):
+            if line and len(line) + 2 + len(item) > width:
+                out.append(Text(line, style="dim"))
+                line = ""
+            line = f"{line}  {item}" if line else f"  {item}"
+        if line:
+            out.append(Text(line, style="dim"))
+    return out
+
+
+def trials_view(results: Results, rows: list[TrialRow], width: int, title: str | None = None) -> list[RenderableType]:
+    """The table of trials when it fits in `width`, else one block per trial (no number is ever cut)."""
+    table = trials_table(results, rows, title)
+    if fits(table, width):
+        return [table]
+    return ([Text(title, style="bold")] if title else []) + trial_blocks(results, rows, width)
+
+
 def counts_line(results: Results) -> Text:
     parts = [f"{results.count(s)} {s}" for s in ("running", "complete", "pruned", "failed", "waiting")
              if results.count(s)]
@@ -98,12 +132,15 @@ class LiveSweep:
 
     def update(self, results: Results) -> None:
         room = max(3, self.console.size.height - 6)
+        width = self.console.width
+        if not fits(trials_table(results, results.rows[-room:]), width):
+            room = max(1, room // 3)  # a block per trial: its line, and its values on one or two more
         rows = results.rows[-room:]
         hidden = len(results.rows) - len(rows)
         parts: list[RenderableType] = [Text(self.title, style="bold")]
         if hidden:
             parts.append(Text(f"({hidden} earlier trials above the fold; all are in the summary)", style="dim"))
-        parts += [trials_table(results, rows), counts_line(results)]
+        parts += [*trials_view(results, rows, width), counts_line(results)]
         self.live.update(Group(*parts), refresh=True)
 
     def stop(self) -> None:
@@ -157,7 +194,8 @@ def summary(console: Console, results: Results, resume_hint: str | None = None) 
     what = "validation accuracy" if results.objective == "val_accuracy" else "validation loss"
     title = f"{results.name}: {len(results.rows)} trials, best {what} first"
     ranked = results.ranked()
-    console.print(trials_table(results, ranked, title=title), soft_wrap=True)
+    for part in trials_view(results, ranked, console.width, title):
+        console.print(part, soft_wrap=True)
     for row in ranked:
         if row.note:
             console.print(Text(f"trial {row.number}: {row.note}", style="dim"), soft_wrap=True)
@@ -167,13 +205,16 @@ def summary(console: Console, results: Results, resume_hint: str | None = None) 
     for note in results.notes:
         console.print(f"note: {escape(note)}", style="yellow", soft_wrap=True, highlight=False)
     if results.best_config is not None:
-        path = escape(str(results.best_config))
-        console.print(f"best config: {path}; train it with: bpcli train {path}", soft_wrap=True, highlight=False)
+        command_line(console, f"best config: {results.best_config}; train it with:",
+                     f"bpcli train {shlex.quote(str(results.best_config))}")
     if resume_hint:
-        console.print(f"continue with: {escape(resume_hint)}", soft_wrap=True, highlight=False)
+        command_line(console, "continue with:", resume_hint)
 
 
-def importances(console: Console, found: dict[str, float], width: int = 30) -> None:
+def importances(console: Console, found: dict[str, float], bar: int = 30) -> None:
+    """Optuna's importances as numbers and bars; the bars shorten (or go) so that no name is cut."""
+    longest = max((len(key) for key in found), default=0)
+    width = max(0, min(bar, console.width - longest - len(" importance ")))
     table = Table(title="parameter importances (Optuna)", title_justify="left", header_style="bold", box=None,
                   pad_edge=False, padding=(0, 1))
     table.add_column("parameter")
