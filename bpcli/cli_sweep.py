@@ -81,7 +81,8 @@ def sweep_command(
                   f"--trials N --resume", soft_wrap=True, highlight=False)
     live = (view.QuietSweep() if as_json or left == 0 else
             view.LiveSweep(console, title) if console.is_terminal and not console.is_dumb_terminal else
-            view.PlainSweep(lambda line: console.print(line, soft_wrap=True, highlight=False, markup=False), title))
+            view.PlainSweep(lambda line: console.print(line, soft_wrap=True, highlight=False, markup=False), title,
+                            len(sweep.space.params)))
     live.start()
     with StopFlag() as stop:
         try:

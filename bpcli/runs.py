@@ -9,7 +9,8 @@ that has no checkpoint yet). Its state:
     finished     all planned epochs done; result.json (written when a run ends) holds its test accuracy
     diverged     result.json says the latest session diverged (last.npz is the last good epoch)
     pruned       a sweep trial its pruner stopped on purpose after an epoch (result.json says so)
-    interrupted  stopped before its planned epochs (Ctrl-C, SIGTERM, kill, crash): `train --resume` continues it
+    interrupted  stopped before its planned epochs (Ctrl-C, SIGTERM, kill, crash): `train --resume` continues it,
+                 or, for a sweep's trial, continuing the sweep runs it again
     broken       its config or checkpoint cannot be read, or it stopped before saving any checkpoint
 
 result.json counts only when it is newer than the latest commit (.commit.json): a run resumed after it
@@ -30,6 +31,7 @@ from bpcli import config as config_module
 from bpcli.config import Config
 from bpcli.errors import BpcliError, UsageError
 from bpcli.resume import command as resume_command, differences
+from bpcli.sweep import SWEEP_FILE
 from bpcli.rundir import COMMIT, LOCK, RESULT, EpochMetrics, RunFiles
 
 # What marks a directory as a run directory (any one of them).
@@ -61,6 +63,7 @@ class Run:
     pid: int | None = None
     problem: str | None = None  # why broken, or the divergence message
     resume: str | None = None  # the command that continues an interrupted run
+    sweep: Path | None = None  # the sweep directory of a trial, whose `sweep --resume` runs it again
     config: Config | None = field(default=None, repr=False)
     metrics: list[EpochMetrics] = field(default_factory=list, repr=False)
 
@@ -71,7 +74,8 @@ class Run:
                 "optimizer": self.optimizer, "epochs_done": self.epochs_done, "epochs_planned": self.epochs_planned,
                 "batch": self.batch, "best_val_accuracy": self.best_val_accuracy, "best_epoch": self.best_epoch,
                 "test_accuracy": self.test_accuracy, "test_loss": self.test_loss, "seconds": self.seconds,
-                "pid": self.pid, "problem": self.problem, "resume_command": self.resume}
+                "pid": self.pid, "problem": self.problem, "resume_command": self.resume,
+                "sweep": str(self.sweep) if self.sweep else None}
 
 
 def is_run_dir(path: Path) -> bool:
@@ -159,7 +163,10 @@ def read(path: str | Path) -> Run:
             run.test_loss = _number(result.get("test_loss"), 0, math.inf)
     else:
         run.state = "interrupted"
-        run.resume = resume_command(path)
+        if (path.parent / SWEEP_FILE).is_file():
+            run.sweep = path.parent  # `train --resume` would continue it outside the study
+        else:
+            run.resume = resume_command(path)
     return run
 
 

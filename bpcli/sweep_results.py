@@ -28,6 +28,7 @@ class TrialRow:
     note: str = ""  # why it failed, or which trial it runs again
     run_dir: str | None = None
     error: bool = False  # failed for good (not to be run again)
+    again: int | None = None  # the trial that runs this interrupted one again
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the sampler's values
 
     def to_json(self) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def rows(study: Any, space: Space) -> list[TrialRow]:
     out = []
     for t in trials:
         state = STATES.get(t.state.name, t.state.name.lower())
+        if state == "failed" and "error" not in t.user_attrs:
+            state = "interrupted"  # stopped, or its process lost: it runs again, as a new trial
         raw = dict(t.params) or dict(t.system_attrs.get("fixed_params", {}))
         params = {p.key: p.decode(raw[p.key]) for p in space.params if p.key in raw}
         reported = [v for v in t.intermediate_values.values() if not math.isnan(v)]
@@ -85,7 +88,8 @@ def rows(study: Any, space: Space) -> list[TrialRow]:
         start, end = t.datetime_start, t.datetime_complete or (now if state == "running" else None)
         seconds = (end - start).total_seconds() if start and end else None
         out.append(TrialRow(t.number, state, params, len(t.intermediate_values), value, seconds,
-                            _note(t, state, retried), t.user_attrs.get("run_dir"), "error" in t.user_attrs, raw))
+                            _note(t, state, retried), t.user_attrs.get("run_dir"), "error" in t.user_attrs,
+                            retried.get(t.number), raw))
     return out
 
 
@@ -93,8 +97,8 @@ def _note(t: Any, state: str, retried: dict[int, int]) -> str:
     again = f"; runs again as trial {retried[t.number]}" if t.number in retried else ""
     if "error" in t.user_attrs:
         return str(t.user_attrs["error"])
-    if state == "failed":
-        return ("interrupted" if t.user_attrs.get("interrupted") else "its process was lost") + again
+    if state == "interrupted":
+        return ("stopped" if t.user_attrs.get("interrupted") else "its process was lost") + again
     if "retry_of" in t.user_attrs:
         return f"runs trial {t.user_attrs['retry_of']} again"
     return ""

@@ -274,6 +274,12 @@ def test_ctrl_c_then_resume_completes_the_study_without_repeating_finished_trial
         assert (root / f"trial-{t.number:03d}" / "last.npz").is_file()
     finished = {t.number for t in before["COMPLETE"]}
     assert finished
+    assert f"{len(finished)} of 4 trials done ({len(finished)} complete); {len(interrupted)} interrupted, to run " \
+           "again" in out
+    listed = {r["name"]: r for r in json.loads(bpcli("runs", str(root), "--json", cwd=tmp_path).stdout)}
+    for t in interrupted:  # `bpcli runs` sends them back to the sweep, not to `train --resume`
+        run = listed[f"trial-{t.number:03d}"]
+        assert run["state"] == "interrupted" and run["resume_command"] is None and run["sweep"] == str(root)
 
     resumed = bpcli("sweep", TINY, "--space", str(space), "--jobs", "2", "--resume", "--json", *LONG, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -286,6 +292,42 @@ def test_ctrl_c_then_resume_completes_the_study_without_repeating_finished_trial
     for t in interrupted:
         assert retries[t.number].params == t.params and retries[t.number].state.name == "COMPLETE"
     assert sorted(p.name for p in root.glob("trial-*")) == [f"trial-{t.number:03d}" for t in after]
+
+
+def test_piped_every_trial_has_a_start_line_with_all_its_values_then_an_end_line(tmp_path: Path) -> None:
+    space = write_space(tmp_path / "s.yaml", PARALLEL_SPACE.replace("trials: 8", "trials: 4"))
+    done = bpcli("sweep", TINY, "--space", str(space), "--jobs", "2", *SMALL, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for n in range(4):
+        starts = [i for i, line in enumerate(lines) if line.startswith(f"trial {n} started: ")]
+        ends = [i for i, line in enumerate(lines) if re.match(rf"trial {n} (complete|pruned): ", line)]
+        assert len(starts) == len(ends) == 1 and starts[0] < ends[0], done.stdout
+        assert all(f"{name}=" in lines[starts[0]] for name in ("learning_rate", "batch_size", "layers"))
+
+
+def test_the_plain_log_waits_for_all_values_and_gives_a_quick_trial_both_lines() -> None:
+    """The study is read every half second: trial 0 is read with 1 of its 2 values picked, trial 1 only
+    once it has ended."""
+    from bpcli.render.sweep import PlainSweep
+    from bpcli.sweep_results import Results, TrialRow
+
+    printed: list[str] = []
+    view = PlainSweep(printed.append, "s", n_params=2)
+
+    def read(*rows: TrialRow) -> None:
+        view.update(Results("s", Path("."), "val_accuracy", "maximize", 2, list(rows)))
+
+    half = TrialRow(0, "running", {"training.learning_rate": 0.1}, 0, None, None)
+    whole = TrialRow(0, "running", {"training.learning_rate": 0.1, "model.layers": [784, 16, 10]}, 1, 0.9, 1.0)
+    read(half)
+    assert printed == []
+    quick = TrialRow(1, "pruned", {"training.learning_rate": 2.0, "model.layers": [784, 16, 10]}, 1, 0.5, 0.4)
+    read(whole, quick)
+    read(TrialRow(0, "complete", whole.params, 3, 0.95, 2.0), quick)
+    assert printed == ["trial 0 started: learning_rate=0.1, layers=784-16-10",
+                       "trial 1 started: learning_rate=2, layers=784-16-10", "trial 1 pruned: 50.00% after 1 epoch",
+                       "trial 0 complete: 95.00% after 3 epochs"]
 
 
 def test_trials_of_a_continued_seeded_sweep_draw_new_values(tmp_path: Path) -> None:

@@ -187,9 +187,13 @@ def notes(runs: list[Run]) -> list[Text]:
         if r.state == "interrupted":
             inside = r.batch and r.epochs_done is not None
             where = f" (inside epoch {(r.epochs_done or 0) + 1}, batch {r.batch})" if inside else ""
-            out.append(Text(f"{r.name} was interrupted after epoch {r.epochs_done} of {r.epochs_planned}{where}; "
-                            "resume it with:"))
-            out.append(Text(f"  {r.resume}"))
+            stopped = f"{r.name} was interrupted after epoch {r.epochs_done} of {r.epochs_planned}{where}"
+            if r.resume is None:  # a sweep's trial
+                out.append(Text(f"{stopped}; a trial of the sweep in {r.sweep}: continuing the sweep with "
+                                "--resume runs it again"))
+            else:
+                out.append(Text(f"{stopped}; resume it with:"))
+                out.append(Text(f"  {r.resume}"))
         elif r.state == "diverged":
             out.append(Text(f"{r.name} diverged: {r.problem}"))
         elif r.state == "broken":

@@ -17,7 +17,8 @@ from bpcli.render.measure import fits
 from bpcli.render.say import command_line
 from bpcli.sweep_results import Results, TrialRow
 
-STYLES = {"running": "yellow", "complete": "green", "pruned": "magenta", "failed": "red", "waiting": "dim"}
+STYLES = {"running": "yellow", "complete": "green", "pruned": "magenta", "failed": "red", "interrupted": "yellow",
+          "waiting": "dim"}
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -108,10 +109,18 @@ def trials_view(results: Results, rows: list[TrialRow], width: int, title: str |
 
 
 def counts_line(results: Results) -> Text:
-    parts = [f"{results.count(s)} {s}" for s in ("running", "complete", "pruned", "failed", "waiting")
-             if results.count(s)]
-    done = sum(1 for r in results.rows if r.state in ("complete", "pruned") or r.error)
+    """`5 of 8 trials done (4 complete, 1 pruned); 2 running, 1 interrupted, to run again`: the parts in
+    brackets add up to the trials done (failed: for good, with an error); an interrupted trial counts
+    again once it is run again."""
+    finished = ("complete", "pruned", "failed")
+    parts = [f"{results.count(s)} {s}" for s in finished if results.count(s)]
+    done = sum(results.count(s) for s in finished)
     text = Text(f"{done} of {results.budget} trials done" + (f" ({', '.join(parts)})" if parts else ""))
+    pending = sum(1 for r in results.rows if r.state == "interrupted" and r.again is None)
+    others = [f"{results.count(s)} {s}" for s in ("running", "waiting") if results.count(s)]
+    others += [f"{pending} interrupted, to run again"] if pending else []
+    if others:
+        text.append(f"; {', '.join(others)}")
     if results.best is not None:
         text.append(f"; best{' so far' if results.count('running') else ''}: trial {results.best.number}, "
                     f"{objective_text(results.best.value, results.objective)}", style="bold")
@@ -148,11 +157,15 @@ class LiveSweep:
 
 
 class PlainSweep:
-    """One line when a trial starts and one when it ends: for logs and pipes."""
+    """Two lines per trial, for logs and pipes: when it starts (the values the sampler picked for all
+    `n_params` parameters) and when it ends. The study is read every half second, so a trial can start and
+    end between two reads, or be read while its values are half picked: its start line then comes when
+    its values are complete, or just before its end line."""
 
-    def __init__(self, print_line: Callable[[str], None], title: str) -> None:
+    def __init__(self, print_line: Callable[[str], None], title: str, n_params: int) -> None:
         self.print_line = print_line
         self.title = title
+        self.n_params = n_params
         self.seen: dict[int, str] = {}
 
     def start(self) -> None:
@@ -161,14 +174,15 @@ class PlainSweep:
     def update(self, results: Results) -> None:
         names = short_names([k for r in results.rows for k in r.params])
         for row in results.rows:
-            if self.seen.get(row.number) == row.state or row.state == "waiting" or (row.state == "running"
-                                                                                    and not row.params):
-                continue  # a running trial is shown once the sampler has picked its values
-            self.seen[row.number] = row.state
-            params = ", ".join(f"{names[k]}={value_text(v)}" for k, v in row.params.items())
-            if row.state == "running":
-                self.print_line(f"trial {row.number} running: {params}")
-            else:
+            before = self.seen.get(row.number)
+            if before == row.state or row.state == "waiting":
+                continue
+            if before is None and (row.state != "running" or len(row.params) >= self.n_params):
+                params = ", ".join(f"{names[k]}={value_text(v)}" for k, v in row.params.items())
+                self.print_line(f"trial {row.number} started: {params}")
+                self.seen[row.number] = "running"
+            if row.state != "running":
+                self.seen[row.number] = row.state
                 epochs = f"{row.epochs} epoch{'s' * (row.epochs != 1)}"
                 note = f" ({row.note})" if row.note else ""
                 self.print_line(f"trial {row.number} {row.state}: {objective_text(row.value, results.objective)} "
@@ -192,7 +206,8 @@ class QuietSweep:
 def summary(console: Console, results: Results, resume_hint: str | None = None) -> None:
     """The trials best first, the best trial's config, and the importances when there are some."""
     what = "validation accuracy" if results.objective == "val_accuracy" else "validation loss"
-    title = f"{results.name}: {len(results.rows)} trials, best {what} first"
+    n = len(results.rows)
+    title = f"{results.name}: {n} trial{'s' * (n != 1)}, best {what} first"
     ranked = results.ranked()
     for part in trials_view(results, ranked, console.width, title):
         console.print(part, soft_wrap=True)
