@@ -224,7 +224,7 @@ def evaluate_command(
 @command("explain", short_help="Explain backprop for a network, symbol by symbol, with a trace.")
 def explain_command(
     config_path: Optional[Path] = typer.Argument(
-        None, readable=False, metavar="CONFIG", help="A YAML config file (default: configs/mnist.yaml)."
+        None, readable=False, metavar="CONFIG", help="A YAML config file or a built-in config's name (default: configs/mnist.yaml here, else the built-in mnist)."
     ),
     overrides: Optional[list[str]] = SetOption,
     checkpoint: Optional[Path] = typer.Option(

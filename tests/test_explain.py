@@ -406,3 +406,14 @@ def test_without_config_uses_configs_mnist_yaml(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "configs" / "mnist.yaml").write_text("model:\n  layers: [784, 50, 10]\n")
     data = run_json("--section", "layers")
     assert data["sizes"] == [784, 50, 10] and data["n_w"] == 784 * 50 + 50 * 10
+
+
+def test_without_config_outside_the_project_explains_the_built_in_mnist(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed tool in any directory: no configs/mnist.yaml there, so the built-in mnist is used
+    (it used to refuse and suggest configs/tiny.yaml, which did not exist there either)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["explain", "--section", "layers", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["name"] == "mnist" and shown["sizes"] == [784, 512, 256, 10]

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bpcli import builtin
 from bpcli import checkpoint as checkpoint_module
 from bpcli import config as config_module
 from bpcli import data as data_module
@@ -67,11 +68,11 @@ def load_subject(
             if cfg.model != ckpt.config.model:
                 raise UsageError("--set cannot change model.* with --checkpoint: the stored parameters fix it")
         return cfg, ckpt.network, f"checkpoint {checkpoint} (epoch {ckpt.epoch})"
-    if config_path is None:
-        if not Path(DEFAULT_CONFIG).is_file():
-            raise UsageError(f"no CONFIG given and {DEFAULT_CONFIG} does not exist in {Path.cwd()}; "
-                             "pass one, e.g. bpcli explain configs/tiny.yaml")
-        config_path = DEFAULT_CONFIG
+    if config_path is None:  # configs/mnist.yaml here, else the built-in one (an installed tool, any directory)
+        config_path = DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else builtin.lookup("mnist")
+        if config_path is None:
+            raise UsageError(f"no CONFIG given and {DEFAULT_CONFIG} does not exist in {Path.cwd()}; pass one, e.g. "
+                             f"bpcli explain {(builtin.names() or ['path/to/config.yaml'])[0]}")
     cfg = config_module.load(config_path, list(overrides))
     resources.check_network(cfg.model.layers, cfg.training.dtype)  # before NumPy sees a size like 10^12
     net = Network.from_config(cfg.model, cfg.training.seed, cfg.training.dtype)
