@@ -52,6 +52,11 @@ class Checkpoint:
     rng_state: dict[str, Any] = field(default_factory=dict)
     best_accuracy: float = -1.0
 
+    @property
+    def batch(self) -> int:
+        """Batches done in epoch `epoch + 1` when it was saved inside that epoch (an interrupt), else 0."""
+        return int(self.rng_state.get("position", {}).get("batch", 0))
+
 
 def save(path: str | Path, ckpt: Checkpoint) -> None:
     """Write `ckpt` to `path` atomically. Non-finite parameters or optimizer state are refused, so the

@@ -44,7 +44,7 @@ class ResumePlan:
 
     @property
     def mid_epoch(self) -> bool:
-        return int(self.checkpoint.rng_state.get("position", {}).get("batch", 0)) > 0
+        return self.checkpoint.batch > 0
 
 
 def command(root: Path | str) -> str:

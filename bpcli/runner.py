@@ -341,12 +341,13 @@ def evaluate(checkpoint_path: Path, data_path: Path | None, as_json: bool, conso
     result = evaluate_split(ckpt.network, data.test)
     if as_json:
         print(json.dumps({"test_accuracy": result.accuracy, "test_loss": result.loss, "epoch": ckpt.epoch,
+                          "batch": ckpt.batch,
                           "checkpoint": str(source), "confusion": result.confusion.tolist(),
                           "dataset": data.identity.to_json(), "class_names": list(data.class_names),
                           "seconds": time.perf_counter() - started}))
         return
     view.evaluation(console, result.confusion, result.accuracy, result.loss, len(data.test),
-                    list(cfg.model.layers), ckpt.epoch, str(source), data.class_names, data.identity.label)
+                    list(cfg.model.layers), ckpt.epoch, ckpt.batch, str(source), data.class_names, data.identity.label)
 
 
 def _evaluation_data(checkpoint_path: Path, run_dir: Path, data_path: Path | None, cfg: Config) -> Dataset:

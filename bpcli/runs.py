@@ -132,7 +132,7 @@ def read(path: str | Path) -> Run:
         run.epochs_planned = cfg.training.epochs
     if ckpt is not None:
         run.epochs_done = ckpt.epoch
-        run.batch = int(ckpt.rng_state.get("position", {}).get("batch", 0))
+        run.batch = ckpt.batch
     else:
         run.epochs_done = len(run.metrics) if cfg is not None else None
     scored = [r for r in run.metrics if r.val_accuracy is not None]

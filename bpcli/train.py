@@ -250,7 +250,7 @@ class Trainer:
 
         `checkpoint.load` has checked every field on its own; what only the data can tell is checked
         here: the position must lie inside an epoch of this training set."""
-        batch = int(ckpt.rng_state.get("position", {}).get("batch", 0))
+        batch = ckpt.batch
         if batch > self.steps_per_epoch:
             raise CheckpointError(
                 f"checkpoint of epoch {ckpt.epoch}: its position is batch {batch}, beyond the {self.steps_per_epoch} "

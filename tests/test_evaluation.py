@@ -80,3 +80,18 @@ def test_cli_evaluate_confusion_rows_sum_to_the_test_labels(mnist_dir: Path, tmp
     assert report["test_accuracy"] == np.trace(confusion) / len(labels)
     assert report["test_accuracy"] == json.loads(trained.output)["test_accuracy"]  # best = last after 1 epoch
     assert report["epoch"] == 1
+    assert report["batch"] == 0
+
+    # A checkpoint saved inside epoch 2 (an interrupt) says so, in the line and in the JSON.
+    from dataclasses import replace
+
+    from bpcli import checkpoint
+
+    last = checkpoint.load(out / "last.npz")
+    position = {**last.rng_state["position"], "batch": 7, "epoch_rng_state": last.rng_state["rng"]}
+    inside = replace(last, rng_state={**last.rng_state, "position": position})
+    checkpoint.save(tmp_path / "inside.npz", inside)
+    shown = CliRunner().invoke(app, ["evaluate", str(tmp_path / "inside.npz")])
+    assert shown.exit_code == 0, shown.output
+    assert "after 1 epoch and 7 batches of epoch 2, from" in " ".join(shown.stdout.split())
+    assert json.loads(CliRunner().invoke(app, ["evaluate", str(tmp_path / "inside.npz"), "--json"]).stdout)["batch"] == 7

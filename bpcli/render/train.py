@@ -375,12 +375,15 @@ def summary(console: Console, s: Summary, class_names: Sequence[str] = ()) -> No
 
 
 def evaluation(console: Console, confusion: np.ndarray, accuracy: float, loss: float, examples: int,
-               layers: list[int], epoch: int, source: str, class_names: Sequence[str] = (),
+               layers: list[int], epoch: int, batch: int, source: str, class_names: Sequence[str] = (),
                data_label: str = "") -> None:
-    """What `bpcli evaluate` prints: the confusion matrix, the accuracy, and which checkpoint it was."""
+    """What `bpcli evaluate` prints: the confusion matrix, the accuracy, and which checkpoint it was (saved
+    after `epoch` epochs and, when interrupted inside the next, `batch` batches of it)."""
     _print_confusion(console, confusion, class_names)
     article = "an " if data_label.startswith("unverified") else ""
     of = f" of {article}{escape(data_label)}" if data_label else ""
+    inside = f" and {batch:,} batches of epoch {epoch + 1}" if batch else ""
     console.print(f"[bold]test accuracy [green]{100 * accuracy:.2f}%[/green][/bold] (loss {loss:.4f}) on "
-                  f"{examples:,} examples{of}; network {layers} after {epoch} epoch{'s' * (epoch != 1)}, from {escape(source)}",
+                  f"{examples:,} examples{of}; network {layers} after {epoch} epoch{'s' * (epoch != 1)}{inside}, "
+                  f"from {escape(source)}",
                   soft_wrap=not console.is_terminal, highlight=False)
