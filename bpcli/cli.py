@@ -102,8 +102,9 @@ def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Call
                 raise
             except BrokenPipeError:
                 raise _reader_gone() from None
-            except KeyboardInterrupt:
-                fail("interrupted", 130)
+            except KeyboardInterrupt:  # a stop the user asked for, not an error (as train says it)
+                err_console.print("SIGINT: stopped", style="yellow", highlight=False)
+                raise typer.Exit(130) from None
             except Exception as e:  # noqa: BLE001 - a bug in bpcli: exit 4, never 1 (a verdict) or a traceback
                 if debugging():
                     raise
@@ -352,10 +353,12 @@ def gradcheck_command(
     mnist_dir = None if random_data else cfg.data.path
     x, y, source = gradcheck.batch_for(net.sizes, net.output.name, batch, seed, mnist_dir)
     n_entries = "all" if entries == "all" else int(entries)
-    report = gradcheck.check_paths(
-        net, x, y, gradcheck.PATHS if path == "both" else (path,), gradcheck.TrainingSetup.from_config(cfg.training),
-        method=method, eps=eps, rtol=rtol, atol=atol, entries=n_entries, seed=seed,
-    )
+    with view.checking(console) as on_group:
+        report = gradcheck.check_paths(
+            net, x, y, gradcheck.PATHS if path == "both" else (path,),
+            gradcheck.TrainingSetup.from_config(cfg.training), method=method, eps=eps, rtol=rtol, atol=atol,
+            entries=n_entries, seed=seed, on_group=on_group,
+        )
     report.notes.append(f"{origin}; data: {source}")
     if why:
         report.notes.append(why)

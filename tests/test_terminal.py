@@ -181,3 +181,18 @@ def test_messages_wrap_between_words_on_a_narrow_terminal(argv: list[str]) -> No
     shown = "\n".join(term.lines()).split()
     assert max(len(line) for line in (piped.stdout + piped.stderr).splitlines()) > 60, piped  # so there is a wrap
     assert [w for w in words if not set(w) <= set("─━")] == [w for w in shown if not set(w) <= set("─━")]
+
+
+def test_a_long_gradcheck_says_where_it_is_and_ctrl_c_stops_it_without_an_error(mnist_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    """300 examples of mnist.yaml's network take about a minute: a spinner names the group being
+    differentiated (the screen was blank), and Ctrl-C is a stop, not an `error:` (exit 130)."""
+    argv = [*_bpcli(), "gradcheck", MNIST, "--set", f"data.path={mnist_dir}", "--batch", "300", "--path",
+            "reference", "--json", str(tmp_path / "gc.json")]
+    term = Terminal(argv, 80, tmp_path)
+    term.wait_for(lambda lines: any("numerical derivatives of w^2" in line for line in lines))
+    term.child.sendintr()
+    assert term.finish() == 130
+    text = "\n".join(term.lines())
+    assert "SIGINT: stopped" in text and "error" not in text and "Traceback" not in term.raw
+    assert not (tmp_path / "gc.json").exists()  # nothing half-written

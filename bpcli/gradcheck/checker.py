@@ -59,6 +59,7 @@ def check_paths(
     seed: int = 0,
     gradient: GradientFn | None = None,
     workers: int | None = None,
+    on_group: Callable[[str], None] | None = None,
 ) -> Report:
     """Check bpcli's gradient along each of `paths` at one point.
 
@@ -68,7 +69,8 @@ def check_paths(
     dtype (what training holds), for every path, so all paths share one set of numerical derivatives. `entries` is "all" or a number N of entries per group drawn at random (seeded by
     `seed`); for the directional method the number of random directions per group. eps, rtol and
     atol default to DEFAULT_EPS, DEFAULT_RTOL and `default_atol`. `workers` threads (default: the
-    CPUs available) share the entry-by-entry work.
+    CPUs available) share the entry-by-entry work. `on_group(name)` is called as the numerical
+    derivatives of each parameter group start.
     """
     unknown = [p for p in paths if p not in PATHS]
     if unknown or not paths:
@@ -93,7 +95,7 @@ def check_paths(
         else:
             assert training is not None
             subjects.append(TrainingSubject(net, x, y, training, seed))
-    report = check_subjects(subjects, method, eps, rtol, atol, entries, seed, workers)
+    report = check_subjects(subjects, method, eps, rtol, atol, entries, seed, workers, on_group=on_group)
     for result, subject in zip(report.results, subjects):
         if isinstance(subject, TrainingSubject):
             s = subject.setup
@@ -116,6 +118,7 @@ def check_subjects(
     seed: int = 0,
     workers: int | None = None,
     seen: Callable[[Subject, list[Array | None], list[Probes]], None] | None = None,
+    on_group: Callable[[str], None] | None = None,
 ) -> Report:
     """Compare each subject's gradient with numerical derivatives of its C. Subjects whose parameters
     equal those of an earlier one share its numerical derivatives (they are the same function at the
@@ -131,7 +134,7 @@ def check_subjects(
         theta = [p.value for p in params]
         shared = next((probes for known, probes in computed if _same(known, theta)), None)
         if shared is None:
-            shared = probe(subject, method, h, entries, np.random.default_rng(seed), workers)
+            shared = probe(subject, method, h, entries, np.random.default_rng(seed), workers, on_group)
             computed.append((theta, shared))
         cost = float(np.real(subject.cost(theta)))
         tol_atol = default_atol(method, h, cost) if atol is None else float(atol)

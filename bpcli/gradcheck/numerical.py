@@ -117,12 +117,13 @@ class Probes:
 
 def probe(
     subject: Subject, method: str, h: float, entries: Literal["all"] | int, rng: np.random.Generator,
-    workers: int | None = None,
+    workers: int | None = None, on_group: Callable[[str], None] | None = None,
 ) -> list[Probes]:
     """Numerical derivatives of the subject's C at its parameters: one `Probes` per parameter group.
 
     `entries`: "all", or N entries per group drawn at random (seeded by rng); for the directional
-    method the number of random unit directions per group ("all": DEFAULT_DIRECTIONS).
+    method the number of random unit directions per group ("all": DEFAULT_DIRECTIONS). `on_group(name)`
+    is called as each group starts (a check of a large batch takes minutes: the user sees where it is).
     """
     params = subject.parameters()
     layered = subject.layered()
@@ -131,6 +132,8 @@ def probe(
         restart = _Restart(layered.net, layered.net.forward(layered.x), layered.y)
     out: list[Probes] = []
     for i, p in enumerate(params):
+        if on_group is not None:
+            on_group(p.name)
         shape = tuple(p.value.shape)
         if method == "directional":
             n_dir = DEFAULT_DIRECTIONS if entries == "all" else int(entries)

@@ -5,7 +5,9 @@ path. Nothing is computed here; every number comes from `bpcli.gradcheck`.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 
 from rich import box
 from rich.console import Console, Group
@@ -23,6 +25,17 @@ METHOD_TEXT = {
     "complex": "complex step Im C(θ + i h e_i) / h",
     "directional": "random directions: g·v vs (C(θ+h v) - C(θ-h v)) / 2h",
 }
+
+
+@contextlib.contextmanager
+def checking(console: Console) -> Iterator[Callable[[str], None] | None]:
+    """On a terminal, a spinner naming the parameter group whose numerical derivatives are being
+    computed (a large batch takes minutes); elsewhere nothing, so that a log holds only the report."""
+    if not console.is_terminal:
+        yield None
+        return
+    with console.status("gradcheck: numerical derivatives ...") as status:
+        yield lambda name: status.update(f"gradcheck: numerical derivatives of {name} ...")
 
 
 def type_of(group: GroupResult) -> str:
