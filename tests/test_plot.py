@@ -173,6 +173,18 @@ def test_terminal_charts_fit_the_width(tmp_path: Path, width: int, monkeypatch: 
     assert any("loss" in line and "accuracy" in line for line in out.splitlines()) == (width >= 100)
 
 
+def test_a_run_with_one_hidden_layer_has_no_empty_slowdown_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slowdown compares the first hidden layer with the last: a run with one hidden layer (its
+    layer 3 is the output) has none, and printed `name (epoch 2):` with nothing after it."""
+    one = make_run(tmp_path / "one", 2, layers=False)
+    (one / "metrics.jsonl").write_bytes(metrics_bytes([
+        EpochMetrics(**{**row(e, False).__dict__, "layers": layer_rows(e, (784, 16, 10))}) for e in (1, 2)]))
+    deep = make_run(tmp_path / "deep", 2)
+    code, out = invoke("plot", str(one), str(deep), width=80, monkeypatch=monkeypatch)
+    assert code == 0, out
+    assert "one (epoch 2)" not in out and "deep (epoch 2): layer 2 learns" in out
+
+
 def test_terminal_chart_places_the_points_where_the_values_are() -> None:
     """A rising series from the bottom-left to the top-right corner, and the axis labels its range."""
     series = [plot.Series("up", (1, 2, 3), (0.0, 0.5, 1.0), "#ff0000")]

@@ -179,15 +179,16 @@ def lines(plot: Plot, width: int) -> list[Text]:
         if out:
             out.append(Text())
         out += _side_by_side(charts[i], charts[i + 1], half) if wide and i + 1 < len(charts) else charts[i]
-    for k, run in enumerate(r for r in plot.runs if r.rows and r.rows[-1].layers):
-        if k == 0:
-            out.append(Text())
-        out += _slowdown(run.name, run.rows[-1].epoch, run.rows[-1].layers or [], width)
-    return out
+    slowdowns = [line for r in plot.runs if r.rows and r.rows[-1].layers
+                 for line in _slowdown(r.name, r.rows[-1].epoch, r.rows[-1].layers or [], width)]
+    return out + ([Text()] + slowdowns if slowdowns else [])
 
 
 def _slowdown(name: str, epoch: int, rows: list[dict], width: int) -> list[Text]:
-    """`name (epoch 10): layer 2 learns 0.7x as fast as layer 5 (...)`, on two lines when narrow."""
+    """`name (epoch 10): layer 2 learns 0.7x as fast as layer 5 (...)`, on two lines when narrow; nothing
+    for a run with one hidden layer (no other layer to compare it with)."""
+    if layer_view.slowdown(rows) is None:
+        return []
     prefix = f"{name} (epoch {epoch}): "
     called = layer_view.callout(rows, width - len(prefix))
     if called is not None and len(prefix) + len(called) <= width:
