@@ -23,13 +23,17 @@ from bpcli.errors import BpcliError
 
 class _Flags:
     """Help that reads well: an on/off flag takes no value, so it shows no `<bool>` metavar (Typer's
-    default, which also marks its own --help and completion flags)."""
+    default, which also marks its own --help and completion flags); an argument's name (RUN, CONFIG)
+    says what it is, so it shows no Python type beside it (`<list[Path]>`, which also took the width
+    that cut the names at 60 columns)."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
         for p in params:
             if getattr(p, "is_flag", False) and p.metavar is None:
                 p.metavar = ""
+            elif p.param_type_name == "argument":
+                p.display_type_rich = lambda ctx: None
         return params
 
 
@@ -164,7 +168,7 @@ ConfigArgument = typer.Argument(..., readable=False, metavar="CONFIG", help="A Y
 @command("train", short_help="Train a network from a config; report test accuracy.")
 def train_command(
     config_path: Optional[Path] = typer.Argument(
-        None, readable=False, metavar="[CONFIG]", show_default=False,
+        None, readable=False, metavar="CONFIG", show_default=False,
         help="A YAML config file (not needed with --resume: the run directory holds its config).",
     ),
     overrides: Optional[list[str]] = SetOption,

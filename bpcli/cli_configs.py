@@ -35,7 +35,7 @@ def configs_command() -> None:
 @command("init", short_help="Write a commented copy of a built-in config to edit.")
 def init_command(
     name: str = typer.Argument(..., metavar="NAME", help="A built-in config (bpcli configs lists them)."),
-    path: Optional[Path] = typer.Argument(None, metavar="[PATH]", help="Where to write it (default ./NAME.yaml)."),
+    path: Optional[Path] = typer.Argument(None, metavar="PATH", help="Where to write it (default ./NAME.yaml)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a copy of a built-in config, with its comments, to edit and train with `bpcli train PATH`.
@@ -69,7 +69,7 @@ def _portable(text: str) -> str:
 
 @command("where", group=data_app, short_help="Where bpcli looks for a dataset, in order, and what it finds.")
 def data_where_command(
-    name: str = typer.Argument("mnist", metavar="[NAME]", help="A dataset name or data.path (default mnist)."),
+    name: str = typer.Argument("mnist", metavar="NAME", help="A dataset name or data.path (default mnist)."),
 ) -> None:
     """Print the places a `data.path` is looked for, in order (next to the config, the current
     directory, the per-user data directory, bpcli's own MNIST), and which of them holds the data."""

@@ -20,7 +20,7 @@ app.add_typer(data_app, name="data")
 
 @command("download", group=data_app, short_help="Fetch a dataset's four IDX files and verify them.")
 def data_download_command(
-    dataset: str = typer.Argument("mnist", metavar="[DATASET]", help="mnist, fashion-mnist or kmnist."),
+    dataset: str = typer.Argument("mnist", metavar="DATASET", help="mnist, fashion-mnist or kmnist."),
     directory: Optional[Path] = typer.Option(
         None, "--dir", metavar="DIR",
         help="Where to put the files (default: the per-user data directory, where data.path finds them; "
@@ -51,7 +51,7 @@ def data_download_command(
 
 @command("verify", group=data_app, short_help="Check a dataset as train will: what it is, and that it is intact.")
 def data_verify_command(
-    path: Path = typer.Argument(Path("data/mnist"), metavar="[PATH]",
+    path: Path = typer.Argument(Path("data/mnist"), metavar="PATH",
                                 help="A dataset directory or .npz file (default data/mnist)."),
     write: bool = typer.Option(False, "--write", metavar="",
                                help="Record SHA256SUMS for files that pass the structure checks: the opt-in for a "
