@@ -34,6 +34,7 @@ COMMIT = ".commit.json"
 RESULT = "result.json"
 STAGED = ".next"
 OUTPUTS = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", COMMIT, RESULT)
+COMMITTED = ("metrics.jsonl", "last.npz", "best.npz")  # the only names a commit replaces
 MAX_RECORD = 1 << 16  # bytes read from a small JSON record (commit, result, dataset): they are a few hundred
 
 
@@ -149,6 +150,7 @@ class RunFiles:
 
     def commit(self, blobs: Mapping[str, bytes], epoch: int, batch: int = 0) -> None:
         """Make `blobs` ({file name: content}) the run's files together: stage each, commit, install."""
+        assert set(blobs) <= set(COMMITTED), sorted(blobs)
         digests = {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()}
         for name, data in blobs.items():
             self._write(self.root / f".{name}{STAGED}", data)
@@ -163,7 +165,9 @@ class RunFiles:
         try:
             record = json.loads((self.root / COMMIT).read_text())
             if isinstance(record, dict) and isinstance(record.get("files"), dict):
-                committed = {str(k): str(v) for k, v in record["files"].items()}
+                # Only the run's own files: a record naming "/etc/passwd" or "../x" is someone else's
+                # doing, and installing it would overwrite that file with whatever was staged for it.
+                committed = {k: str(v) for k, v in record["files"].items() if k in COMMITTED}
         except (OSError, ValueError):
             pass
         pending = {name: digest for name, digest in committed.items()

@@ -281,3 +281,27 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(
     assert result.output.startswith(f"error: run directory {out} has 2.0 MiB free, and this run's checkpoints need "
                                     "about 6.5 MiB")
     assert not (out / "last.npz").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_a_commit_record_naming_files_outside_the_run_installs_nothing_there(tmp_path: Path) -> None:
+    """A crafted .commit.json (a run directory someone sent you) names /abs/victim and ../victim with
+    staged content of the right digest: opening the run must not overwrite them; its own file still
+    installs."""
+    import hashlib
+
+    root = tmp_path / "run"
+    root.mkdir()
+    outside = [tmp_path / "victim-abs.txt", tmp_path / "victim-rel.txt"]
+    for victim in outside:
+        victim.write_text("mine\n")
+    payload, own = b"overwritten\n", b'{"epoch": 1}\n'
+    names = {str(outside[0]): payload, "../victim-rel.txt": payload, "metrics.jsonl": own}
+    for name, data in names.items():
+        staged = root / f".{name}{rundir.STAGED}"
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_bytes(data)
+    record = {"epoch": 1, "batch": 0, "time": 0, "files": {n: hashlib.sha256(d).hexdigest() for n, d in names.items()}}
+    (root / rundir.COMMIT).write_text(json.dumps(record))
+    RunFiles.open(root).release()
+    assert [v.read_text() for v in outside] == ["mine\n", "mine\n"]
+    assert (root / "metrics.jsonl").read_bytes() == own
