@@ -31,6 +31,9 @@ def refuse_to_replace(path: str | Path, force: bool, option: str) -> None:
     it may be a result they keep (as `bpcli train` and `bpcli init` refuse an existing run or config).
     Called before any work, so a refusal costs nothing."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # A device, FIFO or socket: the atomic rename would replace it (/dev/full became a plain file).
+        raise UsageError(f"{option} {path}: not a regular file; give a file name")
     if not force and (path.is_file() or path.is_symlink()):
         raise UsageError(f"{option} {path}: the file exists; pass --force to replace it, or give another name")
 

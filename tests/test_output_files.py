@@ -4,6 +4,8 @@ line, exit code 2, before any work, and the file keeps its bytes; with --force t
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +60,17 @@ def test_an_existing_file_is_replaced_only_with_force(run: Path, mnist_dir: Path
     forced = runner.invoke(app, [*argv, "--force"])
     assert forced.exit_code == 0, forced.output
     assert target.read_bytes() != KEPT and target.stat().st_size > 0
+
+
+@pytest.mark.parametrize(("args", "option", "name", "extras"), WRITERS, ids=[w[2] for w in WRITERS])
+def test_a_fifo_is_never_replaced_by_a_file_even_with_force(run: Path, mnist_dir: Path, tmp_path: Path, args: object,
+                                                            option: str, name: str, extras: tuple[str, ...]) -> None:
+    """The atomic write renames a new file over the name: over /dev/full it replaced the device."""
+    for extra in extras:
+        pytest.importorskip(extra)
+    target = tmp_path / name
+    os.mkfifo(target)
+    argv = [*args(run, tmp_path, mnist_dir), option, str(target), "--force"]  # type: ignore[operator]
+    refused = runner.invoke(app, argv)
+    assert refused.exit_code == 2 and refused.stderr == f"error: {option} {target}: not a regular file; give a file name\n"
+    assert stat.S_ISFIFO(target.stat().st_mode)
