@@ -6,6 +6,7 @@ into one red line on stderr and the error's exit code instead of a traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bpcli import __version__
-from bpcli.errors import BpcliError
+from bpcli.errors import BpcliError, clip
 
 class _Flags:
     """Help that reads well: an on/off flag takes no value, so it shows no `<bool>` metavar (Typer's
@@ -87,8 +88,9 @@ class _Console(_Wrapping):
         raise _reader_gone()
 
 
-console = _Console()
-err_console = _Wrapping(stderr=True)
+# emoji off: a path such as /tmp/x:x: is a path, not ❌ (Rich reads :x: as an emoji code).
+console = _Console(emoji=False)
+err_console = _Wrapping(stderr=True, emoji=False)
 
 
 def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -110,6 +112,9 @@ def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Call
                 err_console.print("SIGINT: stopped", style="yellow", highlight=False)
                 raise typer.Exit(130) from None
             except Exception as e:  # noqa: BLE001 - a bug in bpcli: exit 4, never 1 (a verdict) or a traceback
+                told = _environment_error(e)
+                if told is not None:
+                    fail(told, 2)
                 if debugging():
                     raise
                 detail = shorten_line(f"{type(e).__name__}: {e}")
@@ -123,6 +128,20 @@ def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Call
 
 INTERNAL_ERROR = 4
 _debug = False
+# What the file system or the machine refuses (a name too long, a full disk, no permission) is the
+# user's to fix, not a bug in bpcli: one line naming the file, exit 2, wherever the call was made.
+_USER_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.EIO, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EMFILE, errno.ENFILE, errno.EFBIG}
+
+
+def _environment_error(e: BaseException) -> str | None:
+    """The one-line message for an error of the environment rather than of bpcli, or None."""
+    if isinstance(e, OSError) and e.errno in _USER_ERRNOS:
+        where = f"{clip(os.fsdecode(e.filename), 120)}: " if e.filename is not None else "writing the output: "
+        return f"{where}{e.strerror or e}"
+    if isinstance(e, ValueError) and "null byte" in str(e):  # os.stat("a\0b"): no path can hold a NUL
+        return "a path holds a NUL character, which no file name can; check the paths given and data.path"
+    return None
 
 
 def debugging() -> bool:
@@ -134,9 +153,21 @@ def shorten_line(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def printable(text: str) -> str:
+    """`text` with control characters written out (\\x1b, \\n): a message quotes paths and values from
+    files, and an escape sequence in one (clear the screen, set the window title) must not reach the
+    terminal as one."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def say_error(message: str) -> None:
+    """`error: message` as one line on stderr."""
+    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", soft_wrap=True, highlight=False)
+
+
 def fail(message: str, code: int) -> typer.Exit:
     """Print `error: message` as one line on stderr and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+    say_error(message)
     raise typer.Exit(code)
 
 
@@ -387,7 +418,26 @@ def _say_if_builtin(config_path: Path | None) -> None:
 
 
 def main() -> None:
-    app()
+    """`bpcli`: the app, with Click's usage errors as one line (Typer draws them as a 6-line box) and an
+    output that cannot be written (`--help > /dev/full`) as one line instead of a traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.TyperException as e:  # Click's usage errors (Typer vendors Click: only this base is public)
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" or not hasattr(e, "format_message"):
+            app()  # `bpcli` or `bpcli data` alone: the help, drawn as Typer draws it
+        command = ctx.command_path if ctx is not None else "bpcli"
+        say_error(f"{' '.join(e.format_message().split())} ({command} -h shows the usage)")
+        sys.exit(getattr(e, "exit_code", 2))
+    except OSError as e:
+        told = _environment_error(e)
+        if told is None:
+            raise
+        say_error(told)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 from bpcli import cli_pictures  # noqa: E402,F401 - registers plot and show

@@ -96,13 +96,14 @@ def read_run(root: Path, name: str) -> Run:
     lines = _line_count(files.metrics)
     rows = files.read_metrics()
     run = Run(name, root, rows)
-    if not rows:
-        state = "is empty" if files.metrics.is_file() else "is not there"
-        run.notes.append(f"{name}: no epoch has finished yet (metrics.jsonl {state}); nothing to draw for it")
     if lines > len(rows):
         # read_metrics stops at the first line that is not a whole row: a write cut short, or damage.
-        run.notes.append(f"{name}: metrics.jsonl line {len(rows) + 1} is cut off or not a metrics row; "
-                         f"drawing the {len(rows)} epoch{'s' * (len(rows) != 1)} before it")
+        drawing = (f"drawing the {len(rows)} epoch{'s' * (len(rows) != 1)} before it" if rows else
+                   "nothing to draw for it")
+        run.notes.append(f"{name}: metrics.jsonl line {len(rows) + 1} is cut off or not a metrics row; {drawing}")
+    elif not rows:
+        state = "is empty" if files.metrics.is_file() else "is not there"
+        run.notes.append(f"{name}: no epoch has finished yet (metrics.jsonl {state}); nothing to draw for it")
     if rows and not run.has_layers:
         run.notes.append(f"{name}: no per-layer statistics in metrics.jsonl (a run from before bpcli logged "
                          "them); its learning curves only")

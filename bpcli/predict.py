@@ -183,12 +183,13 @@ def read_gray(path: str | Path) -> tuple[Array, tuple[int, int]]:
 
 
 def _gray_levels(im: Any, Image: Any) -> Array:
-    """Pillow image -> float64 gray levels in [0, 1], reduced to about WORK_SIDE on its longer side."""
-    factor = max(1, math.ceil(max(im.size) / WORK_SIDE))
+    """Pillow image -> float64 gray levels in [0, 1], each side reduced to about WORK_SIDE at most (each by
+    its own factor: one factor for both left a 5000 x 1 image 0 pixels high)."""
+    fx, fy = (max(1, math.ceil(side / WORK_SIDE)) for side in im.size)
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
-        if factor > 1:
-            rgba = rgba.reduce(factor)
+        if fx > 1 or fy > 1:
+            rgba = rgba.reduce((fx, fy))
         a = np.asarray(rgba, dtype=np.float64) / 255.0
         gray = (a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114)
         alpha = a[..., 3]
@@ -208,9 +209,9 @@ def _gray_levels(im: Any, Image: Any) -> Array:
         gray = np.clip(a / top if top > 1 else a, 0.0, 1.0)
     else:
         gray = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
-    if factor > 1:
-        h, w = (gray.shape[0] // factor) * factor, (gray.shape[1] // factor) * factor
-        gray = gray[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    if fx > 1 or fy > 1:
+        h, w = (gray.shape[0] // fy) * fy, (gray.shape[1] // fx) * fx
+        gray = gray[:h, :w].reshape(h // fy, fy, w // fx, fx).mean(axis=(1, 3))
     return gray
 
 

@@ -20,11 +20,12 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from bpcli.errors import BpcliError, UsageError
 from bpcli.files import stale_temporaries, write_atomic
@@ -35,6 +36,7 @@ RESULT = "result.json"
 STAGED = ".next"
 OUTPUTS = ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", COMMIT, RESULT)
 COMMITTED = ("metrics.jsonl", "last.npz", "best.npz")  # the only names a commit replaces
+MAX_METRICS = 1 << 26  # bytes of metrics.jsonl read: a row is about 1 KiB, so 64 MiB is 60,000 epochs
 MAX_RECORD = 1 << 16  # bytes read from a small JSON record (commit, result, dataset): they are a few hundred
 
 
@@ -62,6 +64,35 @@ class EpochMetrics:
     seconds: float
     eval_seconds: float
     layers: list[dict] | None = None  # monitor.LayerStats per layer l = 2..L, as plain dicts
+
+
+def _number(x: Any, high: float = math.inf, none: bool = False) -> bool:
+    """A finite number in [0, high] (not a bool), or None where `none` allows it."""
+    if x is None:
+        return none
+    return type(x) in (int, float) and math.isfinite(x) and 0 <= x <= high
+
+
+def _layer_row(r: Any) -> bool:
+    return (isinstance(r, dict) and type(r.get("l")) is int and r["l"] >= 2 and type(r.get("n")) is int
+            and r["n"] >= 1 and all(_number(v, 1.0 if k in ("saturated", "dead") else math.inf, none=True)
+                                    for k, v in r.items() if k not in ("l", "n")))
+
+
+def metrics_row(obj: Any, epoch: int) -> EpochMetrics | None:
+    """Row `epoch` of metrics.jsonl as bpcli writes it, or None for anything else: the file is untrusted,
+    and a value such as an accuracy of 512 or a layer that is not a mapping would reach the tables and
+    charts (51200.00%, a crash in plot)."""
+    try:
+        row = EpochMetrics(**obj)
+    except TypeError:  # not a mapping, or other fields
+        return None
+    ok = (type(row.epoch) is int and row.epoch == epoch and _number(row.train_loss)
+          and _number(row.train_accuracy, 1.0) and _number(row.val_loss, none=True)
+          and _number(row.val_accuracy, 1.0, none=True) and _number(row.learning_rate) and _number(row.seconds)
+          and _number(row.eval_seconds)
+          and (row.layers is None or (isinstance(row.layers, list) and all(map(_layer_row, row.layers)))))
+    return row if ok else None
 
 
 def metrics_bytes(rows: list[EpochMetrics]) -> bytes:
@@ -168,7 +199,7 @@ class RunFiles:
                 # Only the run's own files: a record naming "/etc/passwd" or "../x" is someone else's
                 # doing, and installing it would overwrite that file with whatever was staged for it.
                 committed = {k: str(v) for k, v in record["files"].items() if k in COMMITTED}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             pass
         pending = {name: digest for name, digest in committed.items()
                    if (self.root / f".{name}{STAGED}").is_file()
@@ -263,15 +294,21 @@ class RunFiles:
             os.close(fd)
 
     def read_metrics(self) -> list[EpochMetrics]:
-        """The rows of metrics.jsonl; a line that is not a row written by bpcli ends the list."""
+        """The rows of metrics.jsonl, epochs 1, 2, ...; a line that is not the next row as bpcli writes it
+        ends the list (read up to MAX_METRICS bytes: the file is untrusted)."""
         if not self.metrics.is_file():
             return []
-        rows = []
-        for line in self.metrics.read_text(errors="replace").splitlines():
+        with open(self.metrics, "rb") as f:
+            text = f.read(MAX_METRICS).decode("utf-8", errors="replace")
+        rows: list[EpochMetrics] = []
+        for line in text.splitlines():
             try:
-                rows.append(EpochMetrics(**json.loads(line)))
-            except (ValueError, TypeError):
+                row = metrics_row(json.loads(line), len(rows) + 1)
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+                row = None
+            if row is None:
                 break
+            rows.append(row)
         return rows
 
     # -- file operations, each failure one line naming the path -------------------------------------

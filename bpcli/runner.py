@@ -100,7 +100,7 @@ def recorded_dataset(run_dir: Path) -> str | None:
             record = json.loads(f.read(1 << 16))
         name = record.get("name") if record.get("status") == "verified" else None
         return dataset_spec(name).name if isinstance(name, str) else None
-    except (OSError, ValueError, AttributeError, UsageError):
+    except (OSError, ValueError, RecursionError, AttributeError, UsageError):
         return None
 
 

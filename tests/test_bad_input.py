@@ -88,6 +88,8 @@ def test_good_idx_round_trips() -> None:
         (GOOD[:3] + b"\x02" + GOOD[4:], "dimensions 2 x 3 need 6 data bytes"),
         # Four dimensions of 65536: the product 2^64 must not wrap around to 0 and "match" no data.
         (b"\x00\x00\x08\x04" + (65536).to_bytes(4, "big") * 4, "need 18446744073709551616 data bytes"),
+        # 255 dimensions of 1: allowed by the format, beyond NumPy's 64.
+        (b"\x00\x00\x08\xff" + (1).to_bytes(4, "big") * 255 + b"\x00", "declares 255 dimensions"),
     ],
 )
 def test_malformed_idx_bytes(blob: bytes, needle: str) -> None:

@@ -463,3 +463,108 @@ def test_a_checkpoint_without_a_position_loads_but_is_not_resumable(tmp_path: Pa
         checkpoint.check_resumable(ckpt, path)
     (tmp_path / "ok").mkdir()
     checkpoint.check_resumable(checkpoint.load(tiny_checkpoint(tmp_path / "ok")), path)
+
+
+# -- what the machine refuses, and what the command line itself refuses --------------------------------
+
+
+def _bpcli(*args: str, cwd: Path, stdout: Any = None) -> Any:
+    """The real entry point (`main`, as the installed script runs it), not CliRunner: usage errors and
+    output errors are shaped there."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "bpcli", *args], cwd=cwd, env=env, text=True, timeout=60,
+                          stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["train", "--bogus"], "No such option: --bogus"),
+    (["bogus"], "No such command 'bogus'"),
+    (["show", "x", "--weights", "-1"], "'--weights'"),
+    (["gradcheck", "--batch", "0"], "'--batch'"),
+    (["train", TINY, "extra"], "unexpected extra argument"),
+])
+def test_a_usage_error_is_one_line_naming_the_option_and_the_help(tmp_path: Path, args: list[str], needle: str) -> None:
+    """Typer drew these as a six-line box."""
+    done = _bpcli(*args, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and needle in done.stderr, done.stderr
+    assert "-h shows the usage" in done.stderr
+
+
+@pytest.mark.parametrize("args", [["evaluate", "a" * 300], ["init", "tiny", "b" * 300 + ".yaml"],
+                                  ["train", TINY, "--set", "data.path=" + "c" * 300]])
+def test_a_name_too_long_for_the_file_system_is_a_user_error(tmp_path: Path, args: list[str]) -> None:
+    done = _bpcli(*args, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ") and "File name too long" in done.stderr and "bug" not in done.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full (a device whose writes fail with ENOSPC) on this system")
+    for args in (["configs"], ["--help"], ["data", "where"]):
+        with open("/dev/full", "w") as full:
+            done = _bpcli(*args, cwd=tmp_path, stdout=full)
+        assert done.returncode == 2 and done.stderr == "error: writing the output: No space left on device\n", args
+
+
+def test_escape_sequences_and_emoji_codes_in_a_path_are_shown_as_text(tmp_path: Path) -> None:
+    """A path from a file or the command line must not clear the screen or retitle the window, and
+    `x:x:` is a name, not an emoji."""
+    result = invoke("evaluate", str(tmp_path / "\x1b[2J\x1b]0;PWNED\x07"))
+    line = one_error(result)
+    assert "\x1b" not in line and "\x07" not in line and "\\x1b[2J\\x1b]0;PWNED\\x07" in line
+    assert "x:x:" in one_error(invoke("evaluate", str(tmp_path / "x:x:")))
+
+
+@pytest.fixture(scope="module")
+def small_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("hostile") / "run", mnist_dir, "data.limit=600",
+                      "data.validation_size=100", "training.epochs=2", "model.layers=[784, 6, 5, 10]")
+
+
+def _second_row(run: Path, edit: Any) -> bytes:
+    first, second = run.joinpath("metrics.jsonl").read_text().splitlines()[:2]
+    return (first + "\n" + edit(json.loads(second)) + "\n").encode()
+
+
+@pytest.mark.parametrize("edit", [
+    lambda row: "[" * 100_000 + "]" * 100_000,                      # deeper than the JSON parser goes
+    lambda row: json.dumps({**row, "val_accuracy": 512}),            # an accuracy of 51200%
+    lambda row: json.dumps({**row, "val_loss": float("nan")}),
+    lambda row: json.dumps({**row, "epoch": -1}),
+    lambda row: json.dumps({**row, "layers": [5, *row["layers"]]}),  # a layer that is no mapping
+    lambda row: json.dumps({**row, "layers": [{**row["layers"][0], "l": "two"}]}),
+    lambda row: json.dumps({**row, "learning_rate": True}),
+], ids=["deep", "accuracy", "nan", "epoch", "layer", "layer-index", "bool"])
+def test_a_crafted_metrics_row_ends_the_rows_read_in_every_reader(small_run: Path, tmp_path: Path, edit: Any) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / "metrics.jsonl").write_bytes(_second_row(small_run, edit))
+    listed = invoke("runs", str(tmp_path), "--json")
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.stdout)
+    assert row["best_epoch"] == 1 and 0 <= row["best_val_accuracy"] <= 1  # from the one row read
+    drawn = invoke("plot", str(run))
+    assert drawn.exit_code == 0 and "metrics.jsonl line 2 is cut off or not a metrics row" in " ".join(
+        drawn.stdout.split()), drawn.output
+    assert invoke("runs", "compare", str(run), str(small_run)).exit_code == 0
+
+
+def test_plot_of_a_bad_first_line_says_so_not_that_the_file_is_empty(small_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / "metrics.jsonl").write_text("null\n")
+    drawn = invoke("plot", str(run))
+    assert "metrics.jsonl line 1 is cut off or not a metrics row; nothing to draw for it" in " ".join(drawn.output.split())

@@ -228,6 +228,16 @@ def test_big_tiny_and_16_bit_images_give_a_prediction(model: predict.Model, tmp_
     assert rows[-1] - rows[0] + 1 == 20  # a 1 × 3 stroke scaled up to the 20-pixel box
 
 
+def test_an_image_one_pixel_high_and_5000_wide_is_read_not_a_crash(model: predict.Model, tmp_path: Path) -> None:
+    """Reduced by one factor for both sides (3 for the 5000 pixels), the 1-pixel side became 0 pixels."""
+    line = np.full((1, 5000), 255, dtype=np.uint8)
+    line[0, 10:30] = 0
+    Image.fromarray(line).save(tmp_path / "thin.png")
+    Image.fromarray(np.dstack([line] * 3 + [np.full_like(line, 255)])).save(tmp_path / "thin-rgba.png")
+    got = predict.predict_images(model, [tmp_path / "thin.png", tmp_path / "thin-rgba.png"])
+    assert [p.error for p in got] == [None, None] and all(p.top for p in got)
+
+
 def test_without_pillow_images_are_one_line_naming_the_extra(run: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     draw("7").save(tmp_path / "seven.png")

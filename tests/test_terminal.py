@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -44,8 +45,12 @@ class Terminal:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "COLUMNS": str(columns),
                "LINES": str(rows)}
         env.pop("NO_COLOR", None)
+        # SIGINT as an interactive shell gives its foreground job: pytest started in the background by
+        # a script has it ignored, which the child would inherit (exec keeps SIG_IGN), and Ctrl-C would
+        # then not reach a command that relies on Python's own handler (gradcheck).
         self.child = pexpect.spawn(argv[0], argv[1:], dimensions=(rows, columns), cwd=str(cwd), env=env,
-                                   encoding="utf-8", codec_errors="replace", timeout=60)
+                                   encoding="utf-8", codec_errors="replace", timeout=60,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.screen = pyte.Screen(columns, rows)
         self.stream = pyte.Stream(self.screen)
         self.raw = ""

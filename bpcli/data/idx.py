@@ -129,6 +129,9 @@ def _declared_size(head: bytes, source: str) -> tuple[int, str]:
     return size, shape
 
 
+MAX_IDX_DIMS = 4
+
+
 def _idx_header(data: bytes, source: str) -> tuple[np.dtype, tuple[int, ...], int]:
     """The element type, the dimensions and the header length of IDX bytes (which may be only a prefix)."""
     if len(data) < 4:
@@ -141,6 +144,9 @@ def _idx_header(data: bytes, source: str) -> tuple[np.dtype, tuple[int, ...], in
         raise DataError(f"{source}: unknown IDX element type 0x{type_code:02X} (known: {known})")
     if ndim == 0:
         raise DataError(f"{source}: IDX header declares 0 dimensions")
+    if ndim > MAX_IDX_DIMS:  # the format allows 255; images are 3, labels 1, and NumPy stops at 64
+        raise DataError(f"{source}: IDX header declares {ndim} dimensions; bpcli reads files of 1 to "
+                        f"{MAX_IDX_DIMS} (labels 1, images 3)")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{source}: truncated IDX header: {len(data)} bytes, {ndim} dimensions need {header}")

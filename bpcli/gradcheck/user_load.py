@@ -90,6 +90,8 @@ def parse_args(text: str | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise UsageError(f"--model-args {show(text)}: not JSON ({e.msg}); e.g. '[784, 30, 10]'") from None
+    except RecursionError:
+        raise UsageError(f"--model-args {show(text)}: nested too deeply; e.g. '[784, 30, 10]'") from None
 
 
 def import_target(spec: str) -> tuple[Any, str]:
