@@ -281,7 +281,10 @@ class RunFiles:
         except OSError:
             return None
         try:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            try:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            except OSError:  # a directory (or worse) where the lock file should be: nobody holds that
+                return None
             if not holder:
                 return None
             try:

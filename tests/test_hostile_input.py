@@ -568,3 +568,23 @@ def test_plot_of_a_bad_first_line_says_so_not_that_the_file_is_empty(small_run: 
     (run / "metrics.jsonl").write_text("null\n")
     drawn = invoke("plot", str(run))
     assert "metrics.jsonl line 1 is cut off or not a metrics row; nothing to draw for it" in " ".join(drawn.output.split())
+
+
+def test_a_directory_where_the_lock_file_should_be_breaks_no_listing(small_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copytree(small_run, tmp_path / name)
+    (tmp_path / "b" / ".bpcli.lock").unlink()
+    (tmp_path / "b" / ".bpcli.lock").mkdir()
+    listed = invoke("runs", str(tmp_path), "--json")
+    assert listed.exit_code == 0, listed.output
+    assert sorted(r["name"] for r in json.loads(listed.stdout)) == ["a", "b"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--model", ":X"], "no file or module before the ':'"),         # importlib raised from its own code
+    (["--entries", "3", "--eps", "1e308"], "use at most 0.1"),        # θ ± h overflowed: a FAIL, exit 1
+])
+def test_gradcheck_refuses_what_cannot_be_checked_in_one_line(args: list[str], needle: str) -> None:
+    one_error(invoke("gradcheck", TINY, *args), needle)

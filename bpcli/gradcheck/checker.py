@@ -22,6 +22,7 @@ from bpcli.network import Network
 
 Method = Literal["central", "complex", "directional"]
 PATHS: tuple[str, ...] = ("reference", "training")
+MAX_EPS = 0.1
 
 
 def check(
@@ -176,6 +177,9 @@ def _check_options(net: Network, method: str, eps: float | None, rtol: float | N
         raise UsageError(f"unknown gradcheck method {method!r}; use one of {', '.join(METHODS)}")
     if eps is not None and not (math.isfinite(eps) and eps > 0):
         raise UsageError(f"--eps must be a positive number, got {eps}")
+    if eps is not None and eps > MAX_EPS:  # 1e308 overflowed θ ± h and reported a wrong gradient (exit 1)
+        raise UsageError(f"--eps {eps:g}: a step this large measures a secant, not a derivative; use at most "
+                         f"{MAX_EPS:g} (default {DEFAULT_EPS[method]:g})")
     if rtol is not None and not (math.isfinite(rtol) and rtol > 0):
         raise UsageError(f"--rtol must be a positive number, got {rtol}")
     if atol is not None and not (math.isfinite(atol) and atol >= 0):

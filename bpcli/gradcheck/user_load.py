@@ -98,6 +98,8 @@ def import_target(spec: str) -> tuple[Any, str]:
     """The object `PATH.py:NAME` or `module:NAME` names (the module itself without `:NAME`). Runs the
     module's top-level code."""
     where, _, name = spec.partition(":") if not _is_drive(spec) else (spec, "", "")
+    if not where:  # importlib would raise from its own code, which is no traceback of theirs
+        raise UsageError(f"--model {show(spec)}: no file or module before the ':'; expected PATH.py:NAME")
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where)
         if not path.is_file():
