@@ -129,7 +129,7 @@ def sweep_show_command(
 
     sweeping.need_optuna()
     sweep = sweeping.Sweep.read(directory, storage)
-    results = sweep_results.collect(sweep, sweep.study(), importances=True)
+    results = sweep_results.collect(sweep, sweep.study(create=False), importances=True)
     if as_json:
         print(json.dumps(results.to_json()), flush=True)
         return

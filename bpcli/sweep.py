@@ -104,13 +104,15 @@ class Sweep:
                              "--storage URL")
         return cls(Path(root), base, space, storage or recorded, budget, recorded_storage=recorded)
 
-    def storage_object(self) -> Any:
-        return open_storage(self.storage, self.root)
+    def storage_object(self, create: bool = True) -> Any:
+        return open_storage(self.storage, self.root, create)
 
-    def study(self, sampler: Any = None, pruner: Any = None) -> Any:
+    def study(self, sampler: Any = None, pruner: Any = None, create: bool = True) -> Any:
+        """The study; with create=False (`sweep show`, which only reads) a journal or SQLite file that is not
+        there is an error, not a new empty file."""
         optuna = need_optuna()
         try:
-            return optuna.load_study(study_name=self.name, storage=self.storage_object(), sampler=sampler,
+            return optuna.load_study(study_name=self.name, storage=self.storage_object(create), sampler=sampler,
                                      pruner=pruner)
         except KeyError:
             raise UsageError(f"the storage of {self.root} holds no study named {self.name}") from None
@@ -127,12 +129,19 @@ def masked(url: str | None) -> str | None:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def open_storage(spec: str | None, root: Path) -> Any:
+def open_storage(spec: str | None, root: Path, create: bool = True) -> Any:
     """The Optuna storage: a journal file (the default, in the sweep directory; or any path, e.g. on a shared
-    file system), a database URL (sqlite:///, postgresql://, mysql://) or redis:// (a journal in Redis)."""
+    file system), a database URL (sqlite:///, postgresql://, mysql://) or redis:// (a journal in Redis).
+    Opening a journal or SQLite file creates it, unless `create` is false."""
     optuna = need_optuna()
     from optuna.storages import JournalStorage
 
+    named = f"--storage {masked(spec)}" if spec is not None else f"the study journal {Path(root) / JOURNAL}"
+    if not create:
+        file = (spec[len("sqlite:///"):] if spec is not None and spec.startswith("sqlite:///") else None if
+                spec is not None and "://" in spec else spec if spec is not None else str(Path(root) / JOURNAL))
+        if file is not None and not Path(file).expanduser().is_file():
+            raise UsageError(f"{named}: no such file; the sweep's study is not there")
     try:
         if spec is not None and "://" in spec:
             if spec.split("://", 1)[0] == "redis":
@@ -148,9 +157,9 @@ def open_storage(spec: str | None, root: Path) -> Any:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     except ImportError as e:
-        raise MissingExtra(f"--storage {masked(spec)}: needs the Python package {e.name or 'for it'}") from None
+        raise MissingExtra(f"{named}: needs the Python package {e.name or 'for it'}") from None
     except Exception as e:  # noqa: BLE001 - a URL that Optuna or its database driver refuses
-        raise UsageError(f"--storage {masked(spec)}: cannot open it ({clip(f'{type(e).__name__}: {e}', 120)})") from None
+        raise UsageError(f"{named}: cannot open it ({clip(f'{type(e).__name__}: {e}', 120)})") from None
 
 
 def prepare(config_path: Path, overrides: list[str], space_path: Path | None, trials: int | None, out: Path | None,

@@ -163,6 +163,20 @@ def test_show_prints_the_trials_best_first_and_importances(parallel: Any) -> Non
     assert complete == sorted(complete, reverse=True) and ranked[0]["state"] == "complete"
 
 
+def test_show_only_reads_a_storage_that_is_not_there_is_one_line_and_no_new_file(parallel: Any,
+                                                                                   tmp_path: Path) -> None:
+    root, _, _ = parallel
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    record = json.loads((root / "sweep.json").read_text())
+    for storage, needle in ((None, f"the study journal {lone / 'journal.log'}: no such file"),
+                            (f"sqlite:///{tmp_path / 'gone' / 'x.db'}", "sqlite:///")):
+        (lone / "sweep.json").write_text(json.dumps({**record, "storage": storage}))
+        shown = bpcli("sweep", "show", str(lone), cwd=tmp_path)
+        assert shown.returncode == 2 and shown.stderr.count("\n") == 1 and needle in shown.stderr, shown.stderr
+        assert sorted(p.name for p in lone.iterdir()) == ["sweep.json"] and not (tmp_path / "gone").exists()
+
+
 def test_a_finished_sweep_is_not_run_again(parallel: Any) -> None:
     root, _, _ = parallel
     space = root.parents[1] / "space.yaml"
