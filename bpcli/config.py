@@ -44,6 +44,10 @@ class OptimizerConfig:
     epsilon: float = 1e-8
 
 
+MAX_EPOCHS = 1_000_000  # beyond this a run is a typo (10^25 epochs was accepted and never ended)
+MAX_THREADS = 1024  # BLAS thread pools are smaller than this on any machine
+
+
 @dataclass(frozen=True)
 class ScheduleConfig:
     name: Literal["constant", "step", "cosine"] = "constant"
@@ -281,18 +285,23 @@ def _check(obj: Any, prefix: str, where: _Where) -> None:
         need(0 < obj.gamma <= 1, "gamma", f"must be in (0, 1], got {obj.gamma}")
         need(obj.min_learning_rate >= 0, "min_learning_rate", f"must be >= 0, got {obj.min_learning_rate}")
     elif isinstance(obj, TrainingConfig):
-        need(obj.epochs > 0, "epochs", f"must be > 0, got {obj.epochs}")
+        need(0 < obj.epochs <= MAX_EPOCHS, "epochs", f"must be in 1..{MAX_EPOCHS:,}, got {shorten(obj.epochs)}")
         need(obj.batch_size > 0, "batch_size", f"must be > 0, got {obj.batch_size}")
         need(obj.learning_rate > 0, "learning_rate", f"must be > 0, got {obj.learning_rate}")
         need(obj.l2 >= 0, "l2", f"must be >= 0, got {obj.l2}")
         need(obj.seed >= 0, "seed", f"must be >= 0, got {obj.seed}")
-        need(obj.threads >= 0, "threads", f"must be >= 0 (0 = auto: the free physical cores), got {obj.threads}")
+        need(0 <= obj.threads <= MAX_THREADS, "threads",
+             f"must be in 0..{MAX_THREADS} (0 = auto: the free physical cores), got {shorten(obj.threads)}")
+        need(obj.schedule.min_learning_rate <= obj.learning_rate, "schedule.min_learning_rate",
+             f"{obj.schedule.min_learning_rate} is above learning_rate {obj.learning_rate}: the schedule would "
+             "raise the rate it is meant to lower")
     elif isinstance(obj, Config):
         # The name becomes a directory name under runs/, so it must not be able to climb out of it.
         need(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", obj.name)), "name",
              f"{shorten(obj.name)} must be letters, digits, '.', '_' or '-', as it names the run directory")
     elif isinstance(obj, DataConfig):
         need(bool(obj.path), "path", "must name a dataset directory or .npz file")
+        need("\0" not in obj.path, "path", "holds a NUL character, which no file name can")
         need(obj.validation_size >= 0, "validation_size", f"must be >= 0, got {obj.validation_size}")
         need(obj.limit >= 0, "limit", f"must be >= 0 (0 means all training examples), got {obj.limit}")
 

@@ -285,7 +285,12 @@ def load_text(tmp_path: Path, text: str, overrides: tuple[str, ...] = ()) -> con
         ("model:\n  layers: []\n", ("cfg.yaml:2", "model.layers", "at least two sizes")),
         ("model:\n  layers: [784]\n", ("model.layers", "at least two sizes")),
         ("training:\n  batch_size: 0\n", ("cfg.yaml:2", "training.batch_size", "must be > 0")),
-        ("training:\n  epochs: -1\n", ("training.epochs", "must be > 0")),
+        ("training:\n  epochs: -1\n", ("training.epochs", "must be in 1..1,000,000, got -1")),
+        ("training:\n  epochs: 10000000000000000000000000\n", ("training.epochs", "must be in 1..1,000,000")),
+        ("training:\n  threads: 100000\n", ("training.threads", "must be in 0..1024")),
+        ("training:\n  learning_rate: 0.1\n  schedule: {name: cosine, min_learning_rate: 5}\n",
+         ("training.schedule.min_learning_rate", "above learning_rate 0.1")),
+        ('data:\n  path: "a\\0b"\n', ("data.path", "NUL character")),
         ("data:\n  validation_size: -1\n", ("data.validation_size", "must be >= 0")),
         # learning rate <= 0 or not finite
         ("training:\n  learning_rate: 0\n", ("cfg.yaml:2", "training.learning_rate", "must be > 0")),
