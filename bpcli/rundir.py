@@ -122,10 +122,13 @@ class RunFiles:
         except OSError as e:
             raise RunDirError(f"run directory {root}: cannot create it ({e.strerror}); choose another with --out") from None
         files = cls(root)
+        had_lock = (root / LOCK).exists()
         files.lock()
         mine = {LOCK}
         if any(p.name not in mine for p in root.iterdir()) and not force:
             files.release()
+            if not had_lock:  # a directory that is not a run (`--out .`) keeps no trace of the attempt
+                (root / LOCK).unlink(missing_ok=True)
             raise UsageError(
                 f"run directory {root} already exists; pass --force to overwrite it, --resume {root} to "
                 "continue it, or --out to choose another"

@@ -72,6 +72,7 @@ def test_existing_run_directory_is_not_overwritten(mnist_dir: Path, tmp_path: Pa
     result = CliRunner().invoke(app, ["train", TINY, *small(mnist_dir), "--out", str(out)])
     assert result.exit_code == 2 and "already exists; pass --force" in result.output
     assert (out / "precious.txt").read_text() == "keep me"
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]  # not even a lock file left behind
     assert CliRunner().invoke(app, ["train", TINY, *small(mnist_dir), "--out", str(out), "--force", "-q"]).exit_code == 0
 
 
