@@ -6,7 +6,9 @@ other exception is a bug in bpcli and is allowed to show its traceback.
 
 from __future__ import annotations
 
+import re
 import reprlib
+import urllib.parse
 
 
 class BpcliError(Exception):
@@ -83,3 +85,18 @@ def clip(text: str, limit: int = 200) -> str:
     """Text (a message from a library, say) as one printable line of at most `limit` characters."""
     text = "".join(c if c.isprintable() else " " for c in text[: limit + 1])
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def masked(url: str | None) -> str | None:
+    """A URL (a sweep storage, a mirror) with its password replaced by ***, as it may be recorded or printed."""
+    if url is None or "://" not in url:
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access; may raise ValueError too
+    except ValueError:  # not a URL urllib can take apart (http://[::1/): mask the userinfo by its shape
+        return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url, count=1)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +37,7 @@ from bpcli import builtin
 from bpcli import config as config_module
 from bpcli import sweep_space
 from bpcli.config import Config
-from bpcli.errors import UsageError, clip
+from bpcli.errors import UsageError, clip, masked
 from bpcli.extras import MissingExtra, need
 from bpcli.files import write_atomic
 from bpcli.resume import differences
@@ -116,17 +115,6 @@ class Sweep:
                                      pruner=pruner)
         except KeyError:
             raise UsageError(f"the storage of {self.root} holds no study named {self.name}") from None
-
-
-def masked(url: str | None) -> str | None:
-    """A storage URL with its password replaced by ***, as it may be recorded or printed."""
-    if url is None or "://" not in url:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def open_storage(spec: str | None, root: Path, create: bool = True) -> Any:

@@ -24,7 +24,7 @@ from bpcli.data.idx import decompress, parse_idx, read_blob
 from bpcli.data.mirrors import MIRRORS_ENV, file_url, resolve_mirrors
 from bpcli.data.registry import DatasetSpec, FileSpec, dataset_spec, short
 from bpcli.data.sums import read_sums, write_sums
-from bpcli.errors import DataError
+from bpcli.errors import DataError, masked
 from bpcli.fetch import (
     DEFAULT_DEADLINE,
     DEFAULT_MIN_RATE,
@@ -185,14 +185,14 @@ def _download_file(
             if check.ok and check.content_sha256:
                 _install(part, final)
                 return FileResult(file.name, final, "downloaded", check.method, check.content_sha256, len(blob),
-                                  url, fetched.resumed_from, tuple(failures))
+                                  masked(url) or url, fetched.resumed_from, tuple(failures))
             # A refused file is never kept: not under its name, and not as a part to resume from.
             _discard(part)
             reason = check.problem
             if not fetched.resumed_from:
                 break
             # The bad bytes may have come from an earlier, different transfer: start over once.
-        failures.append(f"{url}: {reason}")
+        failures.append(f"{masked(url)}: {reason}")  # a mirror URL may carry a password
     kept = f"; the partial download {part} is kept and will be resumed" if part.is_file() else ""
     raise DataError(
         f"{file.name}: no mirror gave a verified copy ({'; '.join(failures)}){kept}; "

@@ -10,7 +10,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 
 from bpcli.data.registry import DatasetSpec
-from bpcli.errors import UsageError
+from bpcli.errors import UsageError, masked
 
 MIRRORS_ENV = "BPCLI_MIRRORS"
 SCHEMES = ("http", "https", "file")
@@ -48,7 +48,7 @@ def check_mirror_url(url: str, origin: str) -> None:
 
     Control characters and spaces are refused outright: urlsplit silently drops CR, LF and tab, so
     such a URL would otherwise pass here and break a message (or a request line) later."""
-    shown = _quote(url)
+    shown = _quote(masked(url) or url)  # never a password in a message
     bad = next((c for c in url if not c.isprintable() or c.isspace()), None)
     if bad is not None:
         raise UsageError(f"{origin}: {shown} contains a control character or space ({bad!r}); {_URL_HINT}")
@@ -62,6 +62,9 @@ def check_mirror_url(url: str, origin: str) -> None:
         raise UsageError(f"{origin}: {shown} is not a mirror URL; {_URL_HINT}")
     if parts.scheme != "file" and not host:
         raise UsageError(f"{origin}: {shown} is not a mirror URL: it names no host; {_URL_HINT}")
+    if parts.username or parts.password:  # the fetcher sends none: it failed later as an unknown host
+        raise UsageError(f"{origin}: {shown} carries a user name or password, which bpcli does not send; use a "
+                         "mirror that needs none")
     if parts.query or parts.fragment:
         raise UsageError(f"{origin}: {shown} has a ?query or #fragment; a mirror is a base URL that file "
                          "names are appended to")
