@@ -38,13 +38,13 @@ def predict_command(
     input size decides the size). IDX and .npz files of images already in that form give one row per
     image, as CSV (or JSON lines with --json), with the true label when the file has labels. Exit code 2
     if any file could not be read or held no ink."""
-    from bpcli import predict
+    from bpcli import predict, predict_files
     from bpcli.errors import UsageError
     from bpcli.files import refuse_to_replace, write_atomic
     from bpcli.render import predict as view
 
     model = predict.load_model(run)
-    batch = [predict.is_batch_file(p) for p in images]
+    batch = [predict_files.is_batch_file(p) for p in images]
     if any(batch):
         if not all(batch):
             raise UsageError("give image files or IDX/.npz files of images, not both in one call")
@@ -56,13 +56,14 @@ def predict_command(
             refuse_to_replace(out, force, "--out")
         rows, notes = [], []
         for path in images:
-            got, accuracy = predict.predict_batch(model, path)
+            got, accuracy, found = predict_files.predict_batch(model, path)
+            notes += found
             if len(images) > 1:
                 got = [{"file": str(path), **r} for r in got]
             rows += got
             if accuracy is not None:
                 notes.append(f"{path}: {len(got):,} images, accuracy {100 * accuracy:.2f}% against its labels")
-        text = predict.rows_text(rows, fmt)
+        text = predict_files.rows_text(rows, fmt)
         if out is None:
             typer.echo(text, nl=False)
         else:

@@ -1,5 +1,5 @@
-"""`bpcli predict`: a trained network's top classes for image files of handwritten digits, and for IDX or
-`.npz` files of images already in the dataset's format.
+"""`bpcli predict`: a trained network's top classes for image files of handwritten digits (IDX or `.npz`
+files of images already in the dataset's format are bpcli/predict_files.py's).
 
 An image file is brought to MNIST's form first, as MNIST's own digits were made: grayscale; inverted
 when its background is light (MNIST is light ink on black); cropped to the ink's bounding box; scaled
@@ -15,11 +15,8 @@ a file that cannot be read, or an image with no ink in it, is one line naming th
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from bpcli import checkpoint as ckpt_io
-from bpcli.data.idx import GZIP_MAGIC, decompress, parse_idx, read_blob
 from bpcli.errors import DataError, UsageError
 from bpcli.extras import need
 from bpcli.pictures import image_shape
@@ -299,105 +295,3 @@ def predict_images(model: Model, paths: list[Path]) -> list[Prediction]:
             out[i].prepared = p
             out[i].top = [(int(k), model.class_names[int(k)], float(s)) for k, s in zip(ks, ss)]
     return out
-
-
-# -- files of many images (IDX, .npz) ---------------------------------------------------------------------
-
-NPZ_IMAGES = ("x_test", "images", "x", "x_train")
-NPZ_LABELS = {"x_test": "y_test", "images": "labels", "x": "y", "x_train": "y_train"}
-
-
-def is_batch_file(path: Path) -> bool:
-    """An IDX file (raw or gzip'd) or a .npz: images already in the dataset's form, not an image file."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:
-        return False
-    return head[:2] == GZIP_MAGIC or head == b"PK\x03\x04" or (len(head) == 4 and head[:2] == b"\0\0"
-                                                               and head[2] in (0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E))
-
-
-def read_batch(path: Path) -> tuple[Array, Array | None]:
-    """Images (N, h, w) and labels (N,) or None from an IDX images file (with the labels file of the
-    standard name beside it, if there) or a .npz (the arrays x_test and y_test of a Keras-style dataset,
-    images and labels, x and y, or a single array of images)."""
-    blob = read_blob(path)
-    labels = None
-    if blob[:4] == b"PK\x03\x04":
-        from bpcli.data.source import _read_member  # the checked, pickle-free reader of one .npz array
-
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(blob))
-        except (zipfile.BadZipFile, OSError, ValueError):
-            raise DataError(f"{path}: not a readable .npz file") from None
-        with archive:
-            members = {name.removesuffix(".npy"): name for name in archive.namelist() if name.endswith(".npy")}
-            key = next((k for k in NPZ_IMAGES if k in members), None)
-            if key is None and len(members) == 1:
-                key = next(iter(members))
-            if key is None:
-                held = ", ".join(sorted(members)[:8]) or "nothing"
-                raise DataError(f"{path}: which array holds the images? expected x_test, images or x (it holds "
-                                f"{held})")
-            images = _read_member(archive, members[key], path)
-            label_key = NPZ_LABELS.get(key)
-            if label_key in members:
-                labels = _read_member(archive, members[label_key], path)
-    else:
-        images = parse_idx(decompress(blob, str(path)), str(path))
-        # The labels beside a standard images file: t10k-images-idx3-ubyte[.gz] -> t10k-labels-idx1-ubyte[.gz].
-        beside = path.with_name(path.name.replace("images-idx3", "labels-idx1"))
-        if beside != path and beside.is_file():
-            labels = parse_idx(decompress(read_blob(beside), str(beside)), str(beside))
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim != 3 or images.shape[0] == 0:
-        raise DataError(f"{path}: expected images of shape (N, height, width), found {images.shape}")
-    if labels is not None and (labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "iu"):
-        labels = None
-    return images, labels
-
-
-def predict_batch(model: Model, path: Path) -> tuple[list[dict[str, Any]], float | None]:
-    """One row per image of an IDX/.npz file: index, the top classes and, when the file has labels, the
-    true label; and the accuracy when it has them. Pixels are read as the loaders read them: uint8 / 255,
-    other types as they are; they must already be side × side (no preprocessing)."""
-    images, labels = read_batch(path)
-    side = model.shape
-    if images.shape[1:] != side:
-        raise UsageError(f"{path}: images of {images.shape[1]}×{images.shape[2]} pixels, but the network takes "
-                         f"{side[0]}×{side[1]} ({model.net.sizes[0]} inputs)")
-    x = images.reshape(len(images), -1).astype(np.float64)
-    if images.dtype == np.uint8:
-        x /= 255.0
-    if not np.isfinite(x).all():
-        raise DataError(f"{path}: the images hold NaN or infinite values")
-    ks, ss = top_classes(model, x)
-    key = "probability" if model.probability else "output"
-    rows = []
-    for i in range(len(images)):
-        row: dict[str, Any] = {"index": i}
-        if labels is not None:
-            known = 0 <= labels[i] < len(model.class_names)
-            row["true"] = model.class_names[int(labels[i])] if known else str(labels[i])
-        for r in range(ks.shape[1]):
-            suffix = f"_{r + 1}" if r else ""
-            row[f"class{suffix}"] = model.class_names[int(ks[i, r])]
-            row[f"{key}{suffix}"] = float(f"{ss[i, r]:.6g}")
-        rows.append(row)
-    accuracy = float((ks[:, 0] == labels).mean()) if labels is not None else None
-    return rows, accuracy
-
-
-def rows_text(rows: list[dict[str, Any]], fmt: str) -> str:
-    """Rows as CSV (a header line, then one line per image) or JSON lines."""
-    if fmt == "jsonl":
-        return "".join(json.dumps(r) + "\n" for r in rows)
-    import csv
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["index"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()

@@ -225,6 +225,9 @@ def _with(**changes: np.ndarray) -> dict[str, np.ndarray]:
         (_with(test_labels=np.full(10, -1, dtype=np.int8)), (FILES["test_labels"], "label -1 out of range")),
         (_with(train_labels=np.zeros(30, dtype=np.float32)), (FILES["train_labels"], "labels must be integers")),
         (_with(test_images=np.zeros((10, 5, 5), dtype=np.uint8)), ("train images are (4, 4) but test images (5, 5)",)),
+        # Float pixels that are no image: NaN, and 1e300 (float32 overflow, read as a diverging rate).
+        (_with(train_images=np.full((30, 4, 4), np.nan)), (FILES["train_images"], "NaN or infinite")),
+        (_with(test_images=np.full((10, 4, 4), 1e300)), (FILES["test_images"], "as large as 1e+300 are no image")),
     ],
 )
 def test_inconsistent_dataset(tmp_path: Path, arrays: dict[str, np.ndarray], needles: tuple[str, ...]) -> None:

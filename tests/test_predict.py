@@ -337,3 +337,22 @@ def test_batch_files_of_the_wrong_size_or_mixed_with_images_are_one_line(run: Pa
         result = runner.invoke(app, ["predict", str(run), *args])
         assert result.exit_code == 2, args
         assert len(result.stderr.splitlines()) == 1 and words in result.stderr, result.stderr
+
+
+def test_labels_that_cannot_be_used_are_noted_and_huge_pixels_refused(run: Path, tmp_path: Path) -> None:
+    """Labels of the wrong count or type were dropped without a word, labels outside the classes made a
+    silent 0%; pixels of 1e300 overflowed into NaN outputs (exit 0)."""
+    x = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "count.npz", x_test=x, y_test=np.arange(3))
+    np.savez(tmp_path / "float.npz", x_test=x, y_test=np.zeros(4))
+    np.savez(tmp_path / "range.npz", x_test=x, y_test=np.array([99, -1, 3, 4]))
+    np.savez(tmp_path / "huge.npz", x_test=np.full((4, 28, 28), 1e300))
+    notes = {"count": "its labels are not used: 3 of int64 in 1 dimension for 4 images",
+             "float": "its labels are not used: 4 of float64",
+             "range": "2 labels outside 0..9, the network's classes: those images count as wrong"}
+    for name, note in notes.items():
+        result = runner.invoke(app, ["predict", str(run), str(tmp_path / f"{name}.npz")])
+        assert result.exit_code == 0 and note in " ".join(result.stderr.split()), result.stderr
+    huge = runner.invoke(app, ["predict", str(run), str(tmp_path / "huge.npz")])
+    assert huge.exit_code == 2 and "pixel values as large as 1e+300 are no image" in huge.stderr
+    assert len(huge.stderr.splitlines()) == 1 and "Warning" not in huge.stderr

@@ -126,9 +126,27 @@ def check_structure(found: source.Found, arrays: dict[str, Array]) -> None:
         bad = labels[(labels < 0) | (labels > MAX_LABEL)]
         if bad.size:
             raise DataError(f"{_where(found, role)}: label {int(bad[0])} out of range: labels must be 0..{MAX_LABEL}")
+    for role in ("train_images", "test_images"):
+        if arrays.get(role) is not None:
+            check_pixels(arrays[role], _where(found, role))
     train, test = arrays.get("train_images"), arrays.get("test_images")
     if train is not None and test is not None and train.shape[1:] != test.shape[1:]:
         raise DataError(f"{found.path}: train images are {train.shape[1:]} but test images {test.shape[1:]}")
+
+
+MAX_PIXEL = 1e6  # |x| above this is no image: 1e300 overflowed float32 and read as a diverging learning rate
+
+
+def check_pixels(images: Array, where: str) -> None:
+    """Float images must be finite and within ±MAX_PIXEL (integer types always are: uint8 is 0..255)."""
+    if images.dtype.kind not in "fc" or images.size == 0:
+        return
+    if not np.isfinite(images).all():
+        raise DataError(f"{where}: the images hold NaN or infinite values")
+    largest = float(np.abs(images).max())
+    if largest > MAX_PIXEL:
+        raise DataError(f"{where}: pixel values as large as {largest:.3g} are no image; expected uint8 0..255 or "
+                        f"numbers within ±{MAX_PIXEL:g} (the loaders scale uint8 to 0..1)")
 
 
 def class_count(identity: Identity, *labels: Array) -> int:
