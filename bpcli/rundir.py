@@ -299,6 +299,17 @@ class RunFiles:
         finally:
             os.close(fd)
 
+    def metrics_through(self, epoch: int) -> list[EpochMetrics]:
+        """The rows of epochs 1..epoch, which a run resumed after `epoch` continues; RunDirError if they are
+        not all there. A commit writes metrics.jsonl with last.npz, so a missing row is damage, and the next
+        commit would replace the file with a gap in its epochs: the rows after the damage gone for good."""
+        rows = self.read_metrics()[:epoch]
+        if len(rows) < epoch:
+            raise RunDirError(f"{self.metrics} holds {len(rows)} of the {epoch} epochs {self.last} has trained "
+                              f"(line {len(rows) + 1} is missing, cut off or not a metrics row); resuming would "
+                              "replace it: repair it, or train the run's config again from the start")
+        return rows
+
     def read_metrics(self) -> list[EpochMetrics]:
         """The rows of metrics.jsonl, epochs 1, 2, ...; a line that is not the next row as bpcli writes it
         ends the list (read up to MAX_METRICS bytes: the file is untrusted)."""

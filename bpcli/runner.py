@@ -199,6 +199,7 @@ def train(
                         trainer.restore(plan.checkpoint)
                     except CheckpointError as e:
                         raise CheckpointError(f"--resume {plan.root}: {e}") from None
+                    files.metrics_through(plan.checkpoint.epoch)  # before anything is written
                 else:
                     files = RunFiles.create(out if out is not None else RunFiles.default_root(cfg.name), force)
                     unlock.callback(files.release)

@@ -322,7 +322,7 @@ def _fit(
 ) -> Summary:
     started = time.perf_counter() if started is None else started
     epochs = trainer.cfg.training.epochs
-    rows = files.read_metrics()[: trainer.position.epoch]
+    rows = files.metrics_through(trainer.position.epoch)
     earlier = len(rows)
     while trainer.position.epoch < epochs:
         if on_epoch_start is not None:

@@ -305,3 +305,33 @@ def test_a_commit_record_naming_files_outside_the_run_installs_nothing_there(tmp
     RunFiles.open(root).release()
     assert [v.read_text() for v in outside] == ["mine\n", "mine\n"]
     assert (root / "metrics.jsonl").read_bytes() == own
+
+
+@pytest.mark.parametrize("damage", ["a bad line", "a directory"])
+def test_resume_refuses_metrics_that_lost_rows_and_changes_nothing(mnist_dir: Path, tmp_path: Path,
+                                                                    damage: str) -> None:
+    """metrics.jsonl with fewer readable rows than last.npz's epochs is damage: resuming replaced it with
+    the rows it could read plus a new one (a gap in the epochs; the rest gone), or, for a directory, left
+    staged files behind. Now: one line, exit 2, and every file as it was."""
+    import hashlib
+
+    root = tmp_path / "run"
+    sets = [f"data.path={mnist_dir}", "data.limit=400", "data.validation_size=100", "training.epochs=2"]
+    argv = ["train", TINY, *[a for s in sets for a in ("--set", s)], "--out", str(root), "-q"]
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    first = (root / "metrics.jsonl").read_text().splitlines()[0]
+    if damage == "a bad line":
+        (root / "metrics.jsonl").write_text(first + "\n{not json\n")
+    else:
+        (root / "metrics.jsonl").unlink()
+        (root / "metrics.jsonl").mkdir()
+
+    def snapshot() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+                for p in root.iterdir() if p.name != ".bpcli.lock"}
+
+    before = snapshot()
+    result = CliRunner().invoke(app, ["train", "--resume", str(root), "--set", "training.epochs=3"])
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert "holds 1 of the 2 epochs" in result.stderr or "holds 0 of the 2 epochs" in result.stderr
+    assert snapshot() == before
