@@ -31,8 +31,8 @@ class _SweepGroup(_Group):
 sweep_app = typer.Typer(
     cls=_SweepGroup, no_args_is_help=True,
     help="Search hyperparameters with Optuna: bpcli sweep CONFIG [--space FILE] [--trials N] [--jobs J] runs the "
-         "trials (the same as `bpcli sweep run CONFIG ...`); bpcli sweep show DIR reports a sweep. Needs "
-         "bpcli\\[sweep].",
+         "trials (the same as `bpcli sweep run CONFIG ...`, whose options `bpcli sweep run -h` lists); bpcli sweep "
+         "show DIR reports a sweep. Needs bpcli\\[sweep].",
 )
 app.add_typer(sweep_app, name="sweep", short_help="Search hyperparameters with Optuna, J trials at a time.")
 
