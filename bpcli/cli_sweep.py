@@ -104,8 +104,8 @@ def sweep_command(
     for failure in outcome.failures:
         err_console.print(f"[bold red]error:[/] {escape(failure)}", soft_wrap=True, highlight=False)
     if interrupted:
-        say.print("stopped: the trials that were running are marked failed and run again with --resume",
-                  soft_wrap=True, highlight=False, style="yellow")
+        say.print("stopped: the trials that were running are interrupted (failed, in the study) and run again "
+                  "with --resume", soft_wrap=True, highlight=False, style="yellow")
         raise typer.Exit(128 + (stop.signum or 2))
     if outcome.failures:
         raise typer.Exit(4)
