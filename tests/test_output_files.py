@@ -43,14 +43,19 @@ WRITERS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "option", "name", "extras"), WRITERS, ids=[w[2] for w in WRITERS])
-def test_an_existing_file_is_replaced_only_with_force(run: Path, mnist_dir: Path, tmp_path: Path, args: object,
-                                                      option: str, name: str, extras: tuple[str, ...]) -> None:
+def command(writer: tuple, run: Path, mnist_dir: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """The output file of one of WRITERS and the command line writing it (skipped without its extras)."""
+    args, option, name, extras = writer
     for extra in extras:
         pytest.importorskip(extra)
-    target = tmp_path / name
+    return tmp_path / name, [*args(run, tmp_path, mnist_dir), option, str(tmp_path / name)]
+
+
+@pytest.mark.parametrize("writer", WRITERS, ids=[w[2] for w in WRITERS])
+def test_an_existing_file_is_replaced_only_with_force(run: Path, mnist_dir: Path, tmp_path: Path, writer: tuple) -> None:
+    target, argv = command(writer, run, mnist_dir, tmp_path)
+    option, name = writer[1], writer[2]
     target.write_bytes(KEPT)
-    argv = [*args(run, tmp_path, mnist_dir), option, str(target)]  # type: ignore[operator]
     refused = runner.invoke(app, argv)
     assert refused.exit_code == 2, refused.output
     assert refused.stderr == f"error: {option} {target}: the file exists; pass --force to replace it, or give " \
@@ -62,15 +67,13 @@ def test_an_existing_file_is_replaced_only_with_force(run: Path, mnist_dir: Path
     assert target.read_bytes() != KEPT and target.stat().st_size > 0
 
 
-@pytest.mark.parametrize(("args", "option", "name", "extras"), WRITERS, ids=[w[2] for w in WRITERS])
-def test_a_fifo_is_never_replaced_by_a_file_even_with_force(run: Path, mnist_dir: Path, tmp_path: Path, args: object,
-                                                            option: str, name: str, extras: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("writer", WRITERS, ids=[w[2] for w in WRITERS])
+def test_a_fifo_is_never_replaced_by_a_file_even_with_force(run: Path, mnist_dir: Path, tmp_path: Path,
+                                                            writer: tuple) -> None:
     """The atomic write renames a new file over the name: over /dev/full it replaced the device."""
-    for extra in extras:
-        pytest.importorskip(extra)
-    target = tmp_path / name
+    target, argv = command(writer, run, mnist_dir, tmp_path)
     os.mkfifo(target)
-    argv = [*args(run, tmp_path, mnist_dir), option, str(target), "--force"]  # type: ignore[operator]
-    refused = runner.invoke(app, argv)
-    assert refused.exit_code == 2 and refused.stderr == f"error: {option} {target}: not a regular file; give a file name\n"
+    refused = runner.invoke(app, [*argv, "--force"])
+    assert refused.exit_code == 2
+    assert refused.stderr == f"error: {writer[1]} {target}: not a regular file; give a file name\n"
     assert stat.S_ISFIFO(target.stat().st_mode)
