@@ -420,6 +420,10 @@ def _say_if_builtin(config_path: Path | None) -> None:
 def main() -> None:
     """`bpcli`: the app, with Click's usage errors as one line (Typer draws them as a 6-line box) and an
     output that cannot be written (`--help > /dev/full`) as one line instead of a traceback."""
+    if sys.stdout is None:  # started with fd 1 closed (`bpcli ... >&-`): every line would vanish, exit 0
+        say_error("standard output is closed, so nothing bpcli prints could be read; redirect it to a file or to "
+                  "/dev/null instead")
+        sys.exit(2)
     try:
         code = app(standalone_mode=False)
     except typer.Abort:

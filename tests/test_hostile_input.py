@@ -588,3 +588,16 @@ def test_a_directory_where_the_lock_file_should_be_breaks_no_listing(small_run: 
 ])
 def test_gradcheck_refuses_what_cannot_be_checked_in_one_line(args: list[str], needle: str) -> None:
     one_error(invoke("gradcheck", TINY, *args), needle)
+
+
+def test_a_closed_standard_output_is_one_line_not_a_silent_success(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "bpcli", "configs"], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
+                          text=True, timeout=60, preexec_fn=lambda: os.close(1))  # as `bpcli configs >&-`
+    assert done.returncode == 2 and done.stderr.startswith("error: standard output is closed")
+    assert done.stderr.count("\n") == 1
