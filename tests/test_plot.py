@@ -195,6 +195,17 @@ def test_terminal_chart_places_the_points_where_the_values_are() -> None:
     assert area[0][0] == " " and area[3][-1] == " "
 
 
+def test_without_colours_each_line_ends_in_its_legend_mark() -> None:
+    """Piped or under NO_COLOR the lines were alike; each now ends in a letter that heads its legend entry."""
+    series = [plot.Series("up", (1, 2, 3), (0.0, 0.5, 1.0), "#ff0000"),
+              plot.Series("down", (1, 2, 3), (1.0, 0.5, 0.0), "#0000ff")]
+    plain = [t.plain for t in plot_view.chart("t", series, 30, lambda v: f"{v:.1f}", height=4, colour=False)]
+    area = [line[5:] for line in plain[1:5]]
+    assert area[0][-1] == "a" and area[3][-1] == "b" and plain[-1] == "a up  b down"
+    coloured = [t.plain for t in plot_view.chart("t", series, 30, lambda v: f"{v:.1f}", height=4)]
+    assert coloured[-1] == "━ up  ━ down" and "a" not in "".join(line[5:] for line in coloured[1:5])
+
+
 def test_log_chart_labels_the_powers_of_ten() -> None:
     series = [plot.Series("g", (1, 2), (1e-4, 1e-1), "#00ff00")]
     lines = [t.plain for t in plot_view.chart("t", series, 40, plot_view._sci, log=True, height=10)]

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from bpcli.plot import GRADS, Plot, Series
 from bpcli.render import layers as layer_view
+from bpcli.render.pictures import has_colour
 
 SIDE_BY_SIDE = 100  # from this many columns two charts share a row
 HEIGHT = 10  # rows of a chart's drawing area (40 dots)
@@ -37,6 +38,12 @@ class _Canvas:
         self.cols, self.rows = cols, rows
         self.bits = [[0] * cols for _ in range(rows)]
         self.colour: list[list[str | None]] = [[None] * cols for _ in range(rows)]
+        self.marks: dict[tuple[int, int], str] = {}  # (row, col) -> a character drawn instead of the dots
+
+    def mark(self, x: int, y: int, char: str) -> None:
+        """A character in the cell of dot (x, y): where colours are not shown, it tells the lines apart."""
+        if 0 <= x < 2 * self.cols and 0 <= y < 4 * self.rows:
+            self.marks[(y // 4, x // 2)] = char
 
     def dot(self, x: int, y: int, colour: str) -> None:
         """x in 0..2*cols-1 from the left, y in 0..4*rows-1 from the top."""
@@ -54,8 +61,9 @@ class _Canvas:
 
     def row_text(self, row: int) -> Text:
         text = Text()
-        for bits, colour in zip(self.bits[row], self.colour[row]):
-            text.append(chr(0x2800 + bits) if bits else " ", Style(color=colour) if colour else None)
+        for col, (bits, colour) in enumerate(zip(self.bits[row], self.colour[row])):
+            char = self.marks.get((row, col)) or (chr(0x2800 + bits) if bits else " ")
+            text.append(char, Style(color=colour) if colour else None)
         return text
 
 
@@ -77,10 +85,21 @@ def _ticks(low: float, high: float, log: bool, fmt: Callable[[float], str], rows
     return {row: fmt(value(row)) for row in rows_shown}
 
 
+MARKS = "abcdefghijklmnopqrstuvwxyz123456789"  # letters: digits would read as layer numbers
+
+
+def _marks(series: Sequence[Series]) -> dict[str, str]:
+    """Each legend group's mark: where there are no colours, it ends the group's lines and heads its
+    legend entry (the lines were otherwise alike)."""
+    groups = dict.fromkeys(s.group or s.label for s in series)
+    return {g: MARKS[i % len(MARKS)] for i, g in enumerate(groups)}
+
+
 def chart(title: str, series: Sequence[Series], width: int, fmt: Callable[[float], str], log: bool = False,
-          y_range: tuple[float, float] | None = None, height: int = HEIGHT) -> list[Text]:
+          y_range: tuple[float, float] | None = None, height: int = HEIGHT, colour: bool = True) -> list[Text]:
     """A titled line chart `width` columns wide: y axis labels, the drawing, the epoch axis, a legend.
-    `y_range` (in data units) lets several charts share one scale."""
+    `y_range` (in data units) lets several charts share one scale. Without `colour`, each line ends in
+    its legend entry's mark."""
     values = [v for s in series for v in s.y]
     epochs = [x for s in series for x in s.x]
     lines = [Text(title[:width], style="bold")]
@@ -108,6 +127,8 @@ def chart(title: str, series: Sequence[Series], width: int, fmt: Callable[[float
             canvas.line(x0, y0, x1, y1, s.colour, s.dotted)
         for x, y in points[:1] if len(points) == 1 else ():
             canvas.dot(x, y, s.colour)
+        if not colour and points:
+            canvas.mark(*points[-1], _marks(series)[s.group or s.label])
     for row in range(height):
         label = ticks.get(row, "").rjust(margin - 1)
         line = Text()
@@ -119,17 +140,19 @@ def chart(title: str, series: Sequence[Series], width: int, fmt: Callable[[float
     room = cols - len(first) - len(last)
     axis = first + middle.center(room) + last if room >= len(middle) + 2 else first.ljust(cols - len(last)) + last
     lines.append(Text(" " * (margin + 1) + axis, style="dim"))
-    return lines + legend(series, width)
+    return lines + legend(series, width, colour)
 
 
-def legend(series: Sequence[Series], width: int) -> list[Text]:
-    """`━ name` per legend group in its colour, wrapped at whole entries to fit `width`."""
+def legend(series: Sequence[Series], width: int, colour: bool = True) -> list[Text]:
+    """`━ name` per legend group in its colour (without colours, the group's mark), wrapped at whole
+    entries to fit `width`."""
     entries: dict[str, str] = {s.group or s.label: s.colour for s in series}
+    marks = _marks(series)
     lines: list[Text] = []
     line = Text()
-    for name, colour in entries.items():
+    for name, hue in entries.items():
         item = Text()
-        item.append("━ ", style=Style(color=colour))
+        item.append("━ " if colour else f"{marks[name]} ", style=Style(color=hue))
         item.append(name[: width - 2])
         if len(line) and len(line) + 2 + len(item) > width:
             lines.append(line)
@@ -162,18 +185,19 @@ def _sci(v: float) -> str:
     return f"{v:.0e}" if abs(math.log10(v) - round(math.log10(v))) < 1e-9 else f"{v:.1e}"
 
 
-def lines(plot: Plot, width: int) -> list[Text]:
+def lines(plot: Plot, width: int, colour: bool = True) -> list[Text]:
     """The whole drawing: notes, loss and accuracy, each run's per-layer chart on one shared scale, and
     each run's slowdown line (how much more slowly the first hidden layer learns than the last)."""
     out = _note_lines(plot.notes, width)
     wide = width >= SIDE_BY_SIDE
     half = (width - GAP) // 2 if wide else width
     style = "  (dotted: train, solid: validation)"
-    charts = [chart("loss" + style, plot.loss, half, _loss), chart("accuracy" + style, plot.accuracy, half, _percent)]
+    charts = [chart("loss" + style, plot.loss, half, _loss, colour=colour),
+              chart("accuracy" + style, plot.accuracy, half, _percent, colour=colour)]
     grads = [v for _, series in plot.gradients for s in series for v in s.y]
     y_range = (min(grads), max(grads)) if grads else None
     what = GRADS[plot.grad][1]
-    charts += [chart(f"{name}: {what}", series, half, _sci, log=True, y_range=y_range)
+    charts += [chart(f"{name}: {what}", series, half, _sci, log=True, y_range=y_range, colour=colour)
                for name, series in plot.gradients]
     for i in range(0, len(charts), 2 if wide else 1):
         if out:
@@ -214,5 +238,5 @@ def _note_lines(notes: list[str], width: int) -> list[Text]:
 
 
 def render(console: Console, plot: Plot) -> None:
-    for line in lines(plot, console.width):
+    for line in lines(plot, console.width, has_colour(console)):
         console.print(line, soft_wrap=False, no_wrap=True, overflow="crop", highlight=False)
