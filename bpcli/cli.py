@@ -28,6 +28,22 @@ class _Flags:
     says what it is, so it shows no Python type beside it (`<list[Path]>`, which also took the width
     that cut the names at 60 columns)."""
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """Below 80 columns, Click's plain help (each option's text under its name, wrapped at words):
+        Typer's boxed tables cut option names there ('--print-con…') and wrap help a word a line."""
+        if console.width >= 80:
+            return super().format_help(ctx, formatter)  # type: ignore[misc]
+        # The help texts are Rich markup: `bpcli\\[plot]` is how they say `bpcli[plot]`.
+        plain = lambda text: text.replace("\\[", "[")  # noqa: E731
+        write_text, write_dl = formatter.write_text, formatter.write_dl
+        formatter.write_text = lambda text: write_text(plain(text))
+        formatter.write_dl = lambda rows, *a, **k: write_dl([(t, plain(d)) for t, d in rows], *a, **k)
+        mode, self.rich_markup_mode = self.rich_markup_mode, None  # type: ignore[attr-defined]
+        try:
+            return super().format_help(ctx, formatter)  # type: ignore[misc]
+        finally:
+            self.rich_markup_mode = mode  # type: ignore[attr-defined]
+
     def get_params(self, ctx: Any) -> list[Any]:
         params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
         for p in params:

@@ -97,3 +97,21 @@ def test_run_name_cannot_escape_the_runs_directory() -> None:
     with pytest.raises(ConfigError, match="name: '../x' must be letters"):
         config.loads("name: ../x\n")
     assert config.loads("", name="my config").name == "my-config"
+
+
+HELPS = [[], ["train"], ["evaluate"], ["explain"], ["gradcheck"], ["plot"], ["show"], ["configs"], ["init"],
+         ["predict"], ["runs"], ["export"], ["data"], ["data", "download"], ["data", "verify"], ["data", "where"],
+         ["sweep"], ["sweep", "run"], ["sweep", "show"]]
+
+
+@pytest.mark.parametrize("argv", HELPS, ids=[" ".join(a) or "bpcli" for a in HELPS])
+def test_every_help_fits_60_columns_whole(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below 80 columns help is Click's plain layout: Typer's boxes cut option names ('--print-con…')."""
+    from bpcli.cli import console
+
+    monkeypatch.setattr(console, "_width", 60)
+    result = CliRunner().invoke(app, [*argv, "--help"], env={"COLUMNS": "60"}, terminal_width=60)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("Usage: bpcli") and max(map(len, lines)) <= 60, result.output
+    assert "…" not in result.output and "\\[" not in result.output and "╭" not in result.output
