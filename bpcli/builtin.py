@@ -38,6 +38,12 @@ def configs_dir() -> Path | None:
     return _package_dir("configs", "configs")
 
 
+def is_shipped(config_dir: Path) -> bool:
+    """Whether `config_dir` is the directory of bpcli's own configs."""
+    shipped = configs_dir()
+    return shipped is not None and Path(config_dir).resolve() == shipped.resolve()
+
+
 def names() -> list[str]:
     """The built-in configs' names (file stems), sorted. NAME-sweep.yaml beside a config is the search
     space `bpcli sweep NAME` finds for it, not a config."""

@@ -110,7 +110,9 @@ def resolve_data_path(data_path: str, config_dir: Path, from_set: bool = False) 
     next to that file first, then in the current directory (so a config works from anywhere); typed
     with --set, in the current directory first, as the shell would; then, by its last component, in the
     per-user data directory and (for mnist) in bpcli's own copy. When it is nowhere, the first place is
-    where it belongs, and the loader's error names it (a --set path stays as typed)."""
+    where it belongs, and the loader's error names it (a --set path stays as typed); for a config shipped
+    with bpcli that is the per-user data directory, where `bpcli data download NAME` puts it (next to the
+    shipped config is inside the installed package)."""
     p = Path(data_path).expanduser()
     if p.is_absolute():
         return str(p)
@@ -118,7 +120,11 @@ def resolve_data_path(data_path: str, config_dir: Path, from_set: bool = False) 
     for place in builtin.places(data_path, config_dir, from_set):
         if place.found:
             return str(place.path)
-    return data_path if from_set else str((config_dir / p).resolve())
+    if from_set:
+        return data_path
+    if builtin.is_shipped(config_dir):
+        return str(builtin.user_data_dir() / p.name)
+    return str((config_dir / p).resolve())
 
 
 def loads(

@@ -82,6 +82,20 @@ def test_data_is_found_in_the_per_user_directory_then_in_bpclis_own_copy(
     assert [line.split()[1] for line in where.output.splitlines()[:3]] == ["-", "used", "found"]
 
 
+def test_a_built_in_configs_missing_dataset_belongs_in_the_per_user_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Next to a shipped config is inside the installed package: the error sent users to download there
+    (`--dir .../site-packages/bpcli/data/fashion-mnist`)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    result = CliRunner().invoke(app, ["train", "fashion-mnist", "-q"])
+    assert result.exit_code == 2
+    expected = tmp_path / "xdg" / "bpcli" / "datasets" / "fashion-mnist"
+    assert f"error: data path {expected} not found" in result.stderr
+    assert "get the data with `bpcli data download fashion-mnist`," in result.stderr and "--dir" not in result.stderr
+
+
 @pytest.mark.slow
 def test_the_wheel_works_from_an_empty_directory_in_a_fresh_environment(tmp_path: Path) -> None:
     dist, venv, empty = tmp_path / "dist", tmp_path / "venv", tmp_path / "empty"

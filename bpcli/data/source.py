@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from bpcli.builtin import user_data_dir
 from bpcli.data import cache
 from bpcli.data.idx import GZIP_MAGIC, MAX_IDX_BYTES, decompress, idx_digest, parse_idx, read_blob
 from bpcli.data.registry import DATASETS, FILES, ROLES, FileFacts
@@ -72,9 +73,11 @@ def read(path: str | Path, roles: tuple[str, ...] = ROLES) -> Found:
     looked = (" (a relative data.path is looked for next to the config file and in the current directory)"
               if not path.is_absolute() else "")
     name = path.name if path.name in DATASETS else "mnist"
-    raise DataError(f"data path {path} not found{looked}; get the data with `bpcli data download {name} --dir "
-                    f"{path}`, or set data.path to a directory of the four MNIST-format IDX files or a Keras-style "
-                    ".npz")
+    # Where `data download` puts a known dataset by default needs no --dir (and data.path finds it there).
+    download = (f"bpcli data download {name}" if path == user_data_dir() / name else
+                f"bpcli data download {name} --dir {path}")
+    raise DataError(f"data path {path} not found{looked}; get the data with `{download}`, or set data.path to a "
+                    "directory of the four MNIST-format IDX files or a Keras-style .npz")
 
 
 def locate(directory: Path, role: str) -> Path | None:
