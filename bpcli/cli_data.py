@@ -51,8 +51,9 @@ def data_download_command(
 
 @command("verify", group=data_app, short_help="Check a dataset as train will: what it is, and that it is intact.")
 def data_verify_command(
-    path: Path = typer.Argument(Path("data/mnist"), metavar="PATH",
-                                help="A dataset directory or .npz file (default data/mnist)."),
+    path: str = typer.Argument("mnist", metavar="PATH",
+                               help="A dataset directory or .npz file, or a dataset's name, found as data.path is "
+                                    "(default mnist; bpcli data where shows where)."),
     write: bool = typer.Option(False, "--write", metavar="",
                                help="Record SHA256SUMS for files that pass the structure checks: the opt-in for a "
                                     "dataset bpcli does not know."),
@@ -60,9 +61,12 @@ def data_verify_command(
     """Check a dataset as `train` will: files present and valid, and what they are (a known dataset by its
     published checksums, or the directory's own SHA256SUMS). Exit code 0 if verified, 1 if a file does not
     match or nothing vouches for the data, 2 if a file is missing or cannot be read."""
+    from bpcli import config
     from bpcli.data import check
     from bpcli.render import data as view
 
+    if not write:  # found as `train --set data.path=PATH` finds it; --write writes only where it was told
+        path = config.resolve_data_path(path, Path.cwd(), from_set=True)
     if write:
         written = check.write_checksums(path)
         console.print(f"checksums written to {escape(str(written))}", highlight=False)

@@ -131,3 +131,14 @@ def test_the_wheel_works_from_an_empty_directory_in_a_fresh_environment(tmp_path
     assert "Notation" in run("explain", "tiny").stdout
     assert "shipped with bpcli" in run("data", "where").stdout
     assert run("--version").stdout.startswith("bpcli ")
+
+
+def test_data_verify_finds_a_dataset_by_name_as_train_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a clone `data verify` looked only for ./data/mnist, where train found bpcli's own copy."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    for argv in (["data", "verify"], ["data", "verify", "mnist"]):
+        result = CliRunner().invoke(app, argv, env={"COLUMNS": "120"})
+        assert result.exit_code == 0, result.output
+        assert "MNIST (verified): all 4 files match published checksums" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere here
