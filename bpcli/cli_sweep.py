@@ -79,10 +79,15 @@ def sweep_command(
     if left == 0:
         say.print(f"the sweep {escape(sweep.name)} has already finished its {sweep.budget} trials; to run more: "
                   f"--trials N --resume", soft_wrap=True, highlight=False)
-    live = (view.QuietSweep() if as_json or left == 0 else
-            view.LiveSweep(console, title) if console.is_terminal and not console.is_dumb_terminal else
-            view.PlainSweep(lambda line: console.print(line, soft_wrap=True, highlight=False, markup=False), title,
-                            len(sweep.space.params)))
+    live: Any
+    if as_json or left == 0:
+        live = view.QuietSweep()
+    elif console.is_terminal and not console.is_dumb_terminal:
+        live = view.LiveSweep(console, title)
+    else:  # a log: the trials of an earlier session (--resume) were in its log
+        earlier = {r.number for r in sweep_results.collect(sweep, sweep.study()).rows if r.state != "waiting"}
+        live = view.PlainSweep(lambda line: console.print(line, soft_wrap=True, highlight=False, markup=False), title,
+                               len(sweep.space.params), earlier)
     live.start()
     with StopFlag() as stop:
         try:

@@ -348,9 +348,12 @@ def test_trials_of_a_continued_seeded_sweep_draw_new_values(tmp_path: Path) -> N
     """Trial n draws with seed + n. Workers seeded seed + k started their streams over on --resume (and on
     a second machine), so trial 2 repeated trial 0's values exactly, and trial 3 trial 1's."""
     space = write_space(tmp_path / "s.yaml", PARALLEL_SPACE.replace("trials: 8", "trials: 2"))
-    for more in ([], ["--resume", "--trials", "4"]):
-        done = bpcli("sweep", TINY, "--space", str(space), "--jobs", "1", "--json", *more, *SMALL, cwd=tmp_path)
+    for more in (["--json"], ["--resume", "--trials", "4"]):
+        done = bpcli("sweep", TINY, "--space", str(space), "--jobs", "1", *more, *SMALL, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
+    # The second session's log has its own trials only (it logged trials 0 and 1 again, as if they ran).
+    logged = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("trial ") and " started: " in line}
+    assert logged == {"2", "3"}, done.stdout
     trials = study_of(tmp_path / "runs" / "s").get_trials(deepcopy=False)
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(t.params["training.learning_rate"] != u.params["training.learning_rate"]

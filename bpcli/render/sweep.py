@@ -5,7 +5,7 @@ come computed from bpcli/sweep_results.py."""
 from __future__ import annotations
 
 import shlex
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -162,11 +162,13 @@ class PlainSweep:
     end between two reads, or be read while its values are half picked: its start line then comes when
     its values are complete, or just before its end line."""
 
-    def __init__(self, print_line: Callable[[str], None], title: str, n_params: int) -> None:
+    def __init__(self, print_line: Callable[[str], None], title: str, n_params: int,
+                 earlier: Iterable[int] = ()) -> None:
         self.print_line = print_line
         self.title = title
         self.n_params = n_params
         self.seen: dict[int, str] = {}
+        self.earlier = set(earlier)  # trials of an earlier session: not logged again
 
     def start(self) -> None:
         self.print_line(self.title)
@@ -175,7 +177,7 @@ class PlainSweep:
         names = short_names([k for r in results.rows for k in r.params])
         for row in results.rows:
             before = self.seen.get(row.number)
-            if before == row.state or row.state == "waiting":
+            if before == row.state or row.state == "waiting" or row.number in self.earlier:
                 continue
             if before is None and (row.state != "running" or len(row.params) >= self.n_params):
                 params = ", ".join(f"{names[k]}={value_text(v)}" for k, v in row.params.items())
