@@ -188,13 +188,16 @@ class _Archive:
 def load(path: str | Path) -> Checkpoint:
     """Read and check a checkpoint written by `save`; a run directory means its last.npz."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "last.npz"
+    run = path if path.is_dir() else None
+    if run is not None:
+        path = run / "last.npz"
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
+        why = (f"; the run saved none: it stopped or diverged before its first epoch ended (bpcli runs {run} says "
+               "which)") if run is not None else ""
+        raise CheckpointError(f"{path}: checkpoint not found{why}") from None
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
     if magic != b"PK\x03\x04":  # every .npz is a zip archive

@@ -102,13 +102,19 @@ def read_run(root: Path, name: str) -> Run:
                    "nothing to draw for it")
         run.notes.append(f"{name}: metrics.jsonl line {len(rows) + 1} is cut off or not a metrics row; {drawing}")
     elif not rows:
+        result = files.latest_result() or {}
         state = "is empty" if files.metrics.is_file() else "is not there"
-        run.notes.append(f"{name}: no epoch has finished yet (metrics.jsonl {state}); nothing to draw for it")
+        run.notes.append(f"{name}: diverged in its first epoch; nothing to draw for it" if result.get("state") ==
+                         "diverged" else f"{name}: no epoch has finished yet (metrics.jsonl {state}); nothing to "
+                         "draw for it")
     if rows and not run.has_layers:
         run.notes.append(f"{name}: no per-layer statistics in metrics.jsonl (a run from before bpcli logged "
                          "them); its learning curves only")
     planned = _planned_epochs(files)
-    if rows and planned is not None and rows[-1].epoch < planned:
+    diverged = (files.latest_result() or {}).get("state") == "diverged"
+    if rows and diverged:
+        run.notes.append(f"{name}: diverged after epoch {rows[-1].epoch} (bpcli runs {root} says how)")
+    elif rows and planned is not None and rows[-1].epoch < planned:
         pid = _live_pid(root)
         done = f"epoch {rows[-1].epoch} of {planned}"
         run.notes.append(f"{name}: training, {done} so far (process {pid})" if pid is not None else

@@ -275,6 +275,17 @@ class RunFiles:
             return None
         return record if isinstance(record, dict) else None
 
+    def latest_result(self) -> dict | None:
+        """result.json when it describes the latest session: written after the latest commit (a run resumed
+        after it finished or diverged has committed since, and the record is out of date)."""
+        result = self.read_record(RESULT)
+        if result is None:
+            return None
+        written, committed = result.get("time"), (self.read_record(COMMIT) or {}).get("time")
+        if _number(committed) and not (_number(written) and written >= committed):
+            return None
+        return result
+
     def in_use(self) -> int | None:
         """The PID of the live run holding this directory's lock, or None. Only looks: a shared,
         non-blocking flock on a separate descriptor, released at once, so a run starting meanwhile is

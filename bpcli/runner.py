@@ -330,7 +330,7 @@ def evaluate(checkpoint_path: Path, data_path: Path | None, as_json: bool, conso
     started = time.perf_counter()
     source = Path(checkpoint_path) / "last.npz" if Path(checkpoint_path).is_dir() else Path(checkpoint_path)
     _settle(source.parent)
-    ckpt = ckpt_io.load(source)
+    ckpt = ckpt_io.load(checkpoint_path)  # a run directory: its last.npz, or why it has none
     cfg = ckpt.config
     resources.check_evaluation(cfg.model.layers, cfg.training.dtype, 10_000)
     data = _evaluation_data(checkpoint_path, source.parent, data_path, cfg)

@@ -141,7 +141,7 @@ def read(path: str | Path) -> Run:
         run.best_val_accuracy, run.best_epoch = best.val_accuracy, best.epoch
     if run.metrics:
         run.seconds = sum(r.seconds + r.eval_seconds for r in run.metrics)
-    result = _current_result(files)
+    result = files.latest_result()
     if run.pid is not None:
         run.state = "running"
     elif problems:
@@ -173,18 +173,6 @@ def read(path: str | Path) -> Run:
 def read_all(directory: str | Path = "runs") -> list[Run]:
     runs = [read(p) for p in find(directory)]
     return sorted(runs, key=lambda r: (r.started or 0.0, r.name))
-
-
-def _current_result(files: RunFiles) -> dict | None:
-    """result.json when it describes the latest session: written after the latest commit."""
-    result = files.read_record(RESULT)
-    if result is None:
-        return None
-    commit = files.read_record(COMMIT) or {}
-    written, committed = _number(result.get("time"), 0, math.inf), _number(commit.get("time"), 0, math.inf)
-    if committed is not None and (written is None or written < committed):
-        return None
-    return result
 
 
 def _number(value: object, low: float, high: float) -> float | None:

@@ -103,6 +103,17 @@ def test_each_state_is_read_from_the_directory_alone(runs_dir: Path) -> None:
     assert "not a readable bpcli checkpoint" in (found["broken"].problem or "")
 
 
+def test_evaluate_and_plot_of_a_run_that_diverged_in_its_first_epoch_say_so(runs_dir: Path) -> None:
+    """evaluate said only 'checkpoint not found', and plot 'no epoch has finished yet' as if it might."""
+    run = runs_dir / "diverged"
+    evaluated = CliRunner().invoke(app, ["evaluate", str(run)])
+    assert evaluated.exit_code == 2
+    assert "checkpoint not found; the run saved none: it stopped or diverged before its first epoch ended" \
+        in evaluated.stderr
+    drawn = CliRunner().invoke(app, ["plot", str(run)])
+    assert "diverged: diverged in its first epoch; nothing to draw for it" in " ".join(drawn.output.split())
+
+
 def test_a_live_run_is_running_and_listing_never_takes_its_lock(runs_dir: Path, tmp_path: Path) -> None:
     live = tmp_path / "live"
     shutil.copytree(runs_dir / "interrupted", live)
