@@ -51,6 +51,19 @@ def names() -> list[str]:
     return sorted(p.stem for p in root.glob("*.yaml") if not p.stem.endswith("-sweep")) if root else []
 
 
+def spaces() -> list[str]:
+    """The built-in search spaces' names (`mnist-sweep`), sorted."""
+    root = configs_dir()
+    return sorted(p.stem for p in root.glob("*-sweep.yaml")) if root else []
+
+
+def space(name: str) -> Path | None:
+    """The built-in search space `name` (or `name.yaml`) names, if there is one."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    root = configs_dir()
+    return root / f"{stem}.yaml" if root is not None and stem in spaces() else None
+
+
 def lookup(arg: str | Path) -> Path | None:
     """The built-in config `arg` names when no such file exists: `mnist` or `mnist.yaml`, never a path
     with a directory in it (a file path always wins)."""

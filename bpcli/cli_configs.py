@@ -28,23 +28,29 @@ def configs_command() -> None:
         console.print(f"[bold cyan]{item.name:<14}[/]{escape(str(list(cfg.model.layers)))} {cfg.model.activation}: "
                       f"{escape(item.reaches or item.summary)}", highlight=False, soft_wrap=True)
     where = builtin.configs_dir()
+    if builtin.spaces():
+        console.print(f"search spaces: {', '.join(builtin.spaces())} (`bpcli sweep NAME` uses NAME-sweep)",
+                      highlight=False, soft_wrap=True)
     console.print(f"from {escape(str(where))}; copy one to edit with `bpcli init NAME`", highlight=False,
                   soft_wrap=True)
 
 
 @command("init", short_help="Write a commented copy of a built-in config to edit.")
 def init_command(
-    name: str = typer.Argument(..., metavar="NAME", help="A built-in config (bpcli configs lists them)."),
+    name: str = typer.Argument(..., metavar="NAME",
+                               help="A built-in config or search space (bpcli configs lists them)."),
     path: Optional[Path] = typer.Argument(None, metavar="PATH", help="Where to write it (default ./NAME.yaml)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a copy of a built-in config, with its comments, to edit and train with `bpcli train PATH`.
-    Its data path becomes the dataset's name (`mnist`), which is found wherever bpcli keeps it."""
+    Its data path becomes the dataset's name (`mnist`), which is found wherever bpcli keeps it. A
+    built-in search space (`mnist-sweep`) is copied as it is, for `bpcli sweep` beside the copied config."""
     from bpcli.files import write_atomic
 
-    source = builtin.lookup(name)
+    source = builtin.lookup(name) or (builtin.space(name) if "/" not in name else None)
     if source is None or Path(name).exists():
-        raise UsageError(f"{name}: not a built-in config; built-in: {', '.join(builtin.names())}")
+        raise UsageError(f"{name}: not a built-in config; built-in: {', '.join(builtin.names())}; search spaces: "
+                         f"{', '.join(builtin.spaces()) or 'none'}")
     target = path if path is not None else Path(f"{source.stem}.yaml")
     if target.is_dir():
         target = target / f"{source.stem}.yaml"
@@ -55,8 +61,14 @@ def init_command(
         write_atomic(target, text.encode())
     except OSError as e:
         raise UsageError(f"{target}: cannot write ({e.strerror or e}); give another PATH") from None
-    console.print(f"wrote {escape(str(target))} (from the built-in {source.stem}); train with: bpcli train "
-                  f"{escape(str(target))}", highlight=False, soft_wrap=True)
+    if source.stem not in builtin.spaces():
+        use = f"train with: bpcli train {target}"
+    elif target.stem.endswith("-sweep"):  # NAME-sweep.yaml beside NAME.yaml is the space `bpcli sweep NAME.yaml` uses
+        use = f"bpcli sweep {target.with_name(target.stem.removesuffix('-sweep') + '.yaml')} uses it"
+    else:
+        use = f"sweep with: bpcli sweep CONFIG --space {target}"
+    console.print(f"wrote {escape(str(target))} (from the built-in {source.stem}); {escape(use)}", highlight=False,
+                  soft_wrap=True)
 
 
 def _portable(text: str) -> str:

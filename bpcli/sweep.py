@@ -160,7 +160,9 @@ def prepare(config_path: Path, overrides: list[str], space_path: Path | None, tr
     base = absolute_data_path(config_module.load(config_path, overrides))
     space_path = space_path or sweep_space.default_path(builtin.resolve(config_path))
     if not Path(space_path).exists():
-        raise UsageError(f"{space_path}: no such search space file; give one with --space FILE")
+        copy = f", or copy the built-in one with `bpcli init {Path(space_path).stem}`" if builtin.space(
+            Path(space_path).stem) is not None else ""
+        raise UsageError(f"{space_path}: no such search space file; give one with --space FILE{copy}")
     space = sweep_space.load(space_path, base)
     root = Path(out) if out is not None else Path("runs") / space.name
     recorded = root / SWEEP_FILE

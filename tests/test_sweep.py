@@ -344,6 +344,19 @@ def test_the_plain_log_waits_for_all_values_and_gives_a_quick_trial_both_lines()
                        "trial 0 complete: 95.00% after 3 epochs"]
 
 
+def test_a_copied_config_finds_its_copied_search_space(tmp_path: Path) -> None:
+    """Outside a clone `bpcli init mnist configs/` left `bpcli sweep configs/mnist.yaml` without a space,
+    and the built-in space could not be copied."""
+    (tmp_path / "configs").mkdir()
+    assert bpcli("init", "mnist", "configs/", cwd=tmp_path).returncode == 0
+    missing = bpcli("sweep", "configs/mnist.yaml", cwd=tmp_path)
+    assert missing.returncode == 2 and "copy the built-in one with `bpcli init mnist-sweep`" in missing.stderr
+    copied = bpcli("init", "mnist-sweep", "configs/", cwd=tmp_path)
+    assert copied.returncode == 0 and "bpcli sweep configs/mnist.yaml uses it" in copied.stdout
+    assert (tmp_path / "configs" / "mnist-sweep.yaml").read_text() == (CONFIGS / "mnist-sweep.yaml").read_text()
+    assert "search spaces: mnist-sweep" in bpcli("configs", cwd=tmp_path).stdout
+
+
 def test_trials_of_a_continued_seeded_sweep_draw_new_values(tmp_path: Path) -> None:
     """Trial n draws with seed + n. Workers seeded seed + k started their streams over on --resume (and on
     a second machine), so trial 2 repeated trial 0's values exactly, and trial 3 trial 1's."""
