@@ -21,7 +21,7 @@ from bpcli import checkpoint as ckpt_io
 from bpcli import config as config_module
 from bpcli import resources
 from bpcli.config import Config
-from bpcli.data import Dataset, dataset_spec, load_dataset
+from bpcli.data import DATASETS, Dataset, dataset_spec, load_dataset
 from bpcli.errors import CheckpointError, DataError, DivergenceError, UsageError
 from bpcli.render import train as view
 from bpcli.render.say import command_line
@@ -81,6 +81,16 @@ def load_data(cfg: Config) -> Dataset:
         limit=cfg.data.limit,
         verify=cfg.data.verify,
     )
+
+
+def mismatched_name(data_path: str, data: Dataset) -> str | None:
+    """A note when data.path is named for one known dataset and its files are verified as another
+    (fashion-mnist/ holding MNIST trained without a word)."""
+    named, found = Path(data_path).name, data.identity.name
+    if named in DATASETS and data.identity.status == "verified" and found is not None and found != named:
+        return (f"data.path {data_path} holds {data.identity.title} (verified by its checksums), not "
+                f"{dataset_spec(named).title}, as its name says")
+    return None
 
 
 DATASET_FILE = "dataset.json"  # in a run directory: what the run was trained on
@@ -189,6 +199,9 @@ def train(
         with StopFlag() as stop:
             try:
                 data = load_data(cfg)
+                named = mismatched_name(cfg.data.path, data)
+                if named is not None:
+                    say.print(f"note: {named}", soft_wrap=True, highlight=False, markup=False, style="yellow")
                 resources.check_training(cfg, len(data.train), max(len(data.validation), len(data.test)))
                 if plan is None:
                     cfg = absolute_data_path(cfg)

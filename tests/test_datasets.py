@@ -416,3 +416,18 @@ def test_verify_table_fits_and_puts_long_errors_below(tmp_path: Path, width: int
     assert "check…" not in result.stdout and "…" not in result.stdout
     assert hashlib.sha256(contents["train_labels"]).hexdigest()[:12] in result.stdout
     assert hashlib.sha256(contents["train_labels"]).hexdigest()[:13] not in result.stdout
+
+
+def test_a_dataset_path_named_for_another_known_dataset_gets_a_note(mnist_dir: Path, tmp_path: Path) -> None:
+    """fashion-mnist/ holding MNIST's files trained without a word (found by a new user)."""
+    from bpcli.data import load_dataset
+    from bpcli.runner import mismatched_name
+
+    named = tmp_path / "fashion-mnist"
+    named.mkdir()
+    for p in mnist_dir.glob("*.gz"):
+        (named / p.name).symlink_to(p)
+    data = load_dataset(named, validation_size=100, limit=500)
+    assert mismatched_name(str(named), data) == (f"data.path {named} holds MNIST (verified by its checksums), "
+                                                 "not Fashion-MNIST, as its name says")
+    assert mismatched_name(str(mnist_dir), load_dataset(mnist_dir, validation_size=100, limit=500)) is None
