@@ -44,6 +44,7 @@ class OptimizerConfig:
     epsilon: float = 1e-8
 
 
+MIN_LEARNING_RATE = 1e-10  # 1e-200 made the monitor divide by an underflowed 0 (and moves nothing)
 MAX_EPOCHS = 1_000_000  # beyond this a run is a typo (10^25 epochs was accepted and never ended)
 MAX_THREADS = 1024  # BLAS thread pools are smaller than this on any machine
 
@@ -293,7 +294,8 @@ def _check(obj: Any, prefix: str, where: _Where) -> None:
     elif isinstance(obj, TrainingConfig):
         need(0 < obj.epochs <= MAX_EPOCHS, "epochs", f"must be in 1..{MAX_EPOCHS:,}, got {shorten(obj.epochs)}")
         need(obj.batch_size > 0, "batch_size", f"must be > 0, got {obj.batch_size}")
-        need(obj.learning_rate > 0, "learning_rate", f"must be > 0, got {obj.learning_rate}")
+        need(MIN_LEARNING_RATE <= obj.learning_rate, "learning_rate",
+             f"must be >= {MIN_LEARNING_RATE:g} (smaller steps change no float32 weight), got {obj.learning_rate}")
         need(obj.l2 >= 0, "l2", f"must be >= 0, got {obj.l2}")
         need(obj.seed >= 0, "seed", f"must be >= 0, got {obj.seed}")
         need(0 <= obj.threads <= MAX_THREADS, "threads",

@@ -7,7 +7,9 @@ a killed process can be found and removed (`remove_stale_temporaries`).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO
@@ -24,6 +26,24 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
+    """os.open for a regular file only: a FIFO opens without waiting for a writer (O_NONBLOCK), and any
+    file that is not regular (FIFO, device, socket, directory) is refused with OSError(EINVAL). A FIFO
+    where a run's lock or record should be made `bpcli runs` wait forever; /dev/zero, read forever."""
+    fd = os.open(path, flags | os.O_NONBLOCK, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_regular(path: str | Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file (OSError for anything else, see `open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.read(limit)
 
 
 def refuse_to_replace(path: str | Path, force: bool, option: str) -> None:

@@ -85,11 +85,11 @@ class LayerMonitor:
 
     def backward(self, grads: Grads, scale: float) -> None:
         """Squared norms of dC/dw^l and dC/db^l; the buffers hold `scale` times the gradient."""
-        s2 = scale * scale
         for l in self.net.layers:
             dw, db = grads.dw[l].ravel(), grads.db[l]
-            self.sq_w[l] += float(np.dot(dw, dw)) / (s2 * dw.size)
-            self.sq_b[l] += float(np.dot(db, db)) / (s2 * db.size)
+            # Divided by scale twice, not by scale squared: that underflows to 0 for a tiny scale.
+            self.sq_w[l] += float(np.dot(dw, dw)) / dw.size / scale / scale
+            self.sq_b[l] += float(np.dot(db, db)) / db.size / scale / scale
         self.batches += 1
 
     def before_step(self) -> None:

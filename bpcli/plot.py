@@ -20,9 +20,9 @@ from typing import Any
 from bpcli import config as config_module
 from bpcli.errors import BpcliError, UsageError
 from bpcli.extras import need
-from bpcli.files import write_atomic
+from bpcli.files import read_regular, write_atomic
 from bpcli.resume import command as resume_command
-from bpcli.rundir import LOCK, EpochMetrics, RunFiles
+from bpcli.rundir import LOCK, MAX_METRICS, EpochMetrics, RunFiles
 
 # One colour per run (Tableau 10, matplotlib's default cycle) and one per layer, first hidden layer to
 # output, in spectrum order so that "early" and "late" read the same in the file and the terminal.
@@ -124,7 +124,7 @@ def read_run(root: Path, name: str) -> Run:
 
 def _line_count(path: Path) -> int:
     try:
-        return sum(1 for line in path.read_text(errors="replace").splitlines() if line.strip())
+        return sum(1 for line in read_regular(path, MAX_METRICS).decode(errors="replace").splitlines() if line.strip())
     except OSError:
         return 0
 
@@ -142,7 +142,7 @@ def _live_pid(root: Path) -> int | None:
     runs (emptied on release); testing the flock itself could make a `train --resume` starting at that
     moment refuse the directory as in use."""
     try:
-        pid = int((root / LOCK).read_text()[:32].strip())
+        pid = int(read_regular(root / LOCK, 32).decode(errors="replace").strip())
     except (OSError, ValueError):
         return None
     if pid <= 0:  # os.kill(0 or -n) would address process groups

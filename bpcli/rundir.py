@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bpcli.errors import BpcliError, UsageError
-from bpcli.files import stale_temporaries, write_atomic
+from bpcli.files import open_regular, read_regular, stale_temporaries, write_atomic
 
 LOCK = ".bpcli.lock"
 COMMIT = ".commit.json"
@@ -155,10 +155,10 @@ class RunFiles:
         file by a dead process is taken over with a note."""
         path = self.root / LOCK
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = open_regular(path, os.O_RDWR | os.O_CREAT)
         except OSError as e:
-            raise RunDirError(f"run directory {self.root}: cannot write in it ({e.strerror}); choose another "
-                              "with --out") from None
+            raise RunDirError(f"run directory {self.root}: cannot take its lock {path} ({e.strerror}); choose "
+                              "another directory with --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -197,7 +197,7 @@ class RunFiles:
         never committed and temporary files of writes that were cut short."""
         committed: dict[str, str] = {}
         try:
-            record = json.loads((self.root / COMMIT).read_text())
+            record = json.loads(read_regular(self.root / COMMIT, MAX_RECORD))
             if isinstance(record, dict) and isinstance(record.get("files"), dict):
                 # Only the run's own files: a record naming "/etc/passwd" or "../x" is someone else's
                 # doing, and installing it would overwrite that file with whatever was staged for it.
@@ -269,8 +269,7 @@ class RunFiles:
         """A small JSON object the run wrote (.commit.json, result.json, dataset.json), or None when it is
         missing, unreadable or not an object: the file is untrusted, so nothing in it is taken on faith."""
         try:
-            with open(self.root / name, "rb") as f:
-                record = json.loads(f.read(MAX_RECORD))
+            record = json.loads(read_regular(self.root / name, MAX_RECORD))
         except (OSError, ValueError, RecursionError):
             return None
         return record if isinstance(record, dict) else None
@@ -291,7 +290,7 @@ class RunFiles:
         non-blocking flock on a separate descriptor, released at once, so a run starting meanwhile is
         never kept out; it is tried only when the lock file holds a PID (a released lock is emptied)."""
         try:
-            fd = os.open(self.root / LOCK, os.O_RDONLY)
+            fd = open_regular(self.root / LOCK)
         except OSError:
             return None
         try:

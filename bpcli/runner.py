@@ -23,6 +23,7 @@ from bpcli import resources
 from bpcli.config import Config
 from bpcli.data import DATASETS, Dataset, dataset_spec, load_dataset
 from bpcli.errors import CheckpointError, DataError, DivergenceError, UsageError
+from bpcli.files import read_regular
 from bpcli.render import train as view
 from bpcli.render.say import command_line
 from bpcli.resume import ResumePlan, command as resume_command, plan as resume_plan, run_root
@@ -106,8 +107,7 @@ def recorded_dataset(run_dir: Path) -> str | None:
     """The name of the known dataset a run recorded in its dataset.json, if any (the file is untrusted:
     anything unexpected counts as no record)."""
     try:
-        with open(run_dir / DATASET_FILE, "rb") as f:
-            record = json.loads(f.read(1 << 16))
+        record = json.loads(read_regular(run_dir / DATASET_FILE, 1 << 16))
         name = record.get("name") if record.get("status") == "verified" else None
         return dataset_spec(name).name if isinstance(name, str) else None
     except (OSError, ValueError, RecursionError, AttributeError, UsageError):

@@ -39,7 +39,7 @@ from bpcli import sweep_space
 from bpcli.config import Config
 from bpcli.errors import UsageError, clip, masked
 from bpcli.extras import MissingExtra, need
-from bpcli.files import write_atomic
+from bpcli.files import open_regular, read_regular, write_atomic
 from bpcli.resume import differences
 from bpcli.rundir import RunFiles
 from bpcli.sweep_space import Space
@@ -90,13 +90,15 @@ class Sweep:
         was masked."""
         path = Path(root) / SWEEP_FILE
         try:
-            record = json.loads(path.read_bytes()[: 1 << 20])
+            record = json.loads(read_regular(path, 1 << 20))
             base = config_module.loads(record["config"], source=str(path))
             space = Space.from_json(record["space"])
             recorded, budget = record["storage"], int(record["budget"])
+            if not (recorded is None or isinstance(recorded, str)) or not 0 < budget <= 1_000_000:
+                raise ValueError("its storage is no text, or its budget is not a number of trials")
         except FileNotFoundError:
             raise UsageError(f"{root}: not a sweep directory (no {SWEEP_FILE})") from None
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as e:
             raise UsageError(f"{path}: cannot be read ({clip(str(e), 80)}); it is not a sweep bpcli wrote") from None
         if storage is None and recorded is not None and ":***@" in recorded:
             raise UsageError(f"{root}: the sweep's storage has a password, which is not recorded; give it with "
@@ -142,6 +144,8 @@ def open_storage(spec: str | None, root: Path, create: bool = True) -> Any:
         except ImportError:  # Optuna 3.x calls it JournalFileStorage
             from optuna.storages import JournalFileStorage as JournalFileBackend  # type: ignore[no-redef]
         path = Path(spec).expanduser().resolve() if spec is not None else Path(root).resolve() / JOURNAL
+        if path.exists() and not path.is_file():  # a FIFO waited forever; /dev/zero was read without end
+            raise UsageError(f"{named}: not a regular file; a study journal is a file Optuna writes")
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     except ImportError as e:
@@ -175,6 +179,11 @@ def prepare(config_path: Path, overrides: list[str], space_path: Path | None, tr
         raise UsageError(f"{root} exists and is not a sweep directory; choose another with --out")
     if recorded.is_file():
         before = Sweep.read(root, storage)
+        journal = Path(root) / JOURNAL
+        if before.storage is None and not journal.exists():
+            raise UsageError(f"{journal}: the study of the sweep in {root} is gone (sweep.json is there); restore "
+                             "it, or start a new sweep with --out (continuing would start the trials over and "
+                             "replace best.yaml)")
         if storage is not None and masked(storage) != before.recorded_storage:
             raise UsageError(f"{root} holds a sweep whose study is in {before.recorded_storage or root / JOURNAL}; "
                              "give that --storage, or choose another directory with --out")
@@ -219,7 +228,7 @@ def _open_study(sweep: Sweep) -> None:
 @contextlib.contextmanager
 def ask_lock(root: Path) -> Iterator[None]:
     """This machine's processes of a sweep count and ask for trials one at a time."""
-    fd = os.open(Path(root) / ASK_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_regular(Path(root) / ASK_LOCK, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -296,8 +296,8 @@ def load_text(tmp_path: Path, text: str, overrides: tuple[str, ...] = ()) -> con
         ('data:\n  path: "a\\0b"\n', ("data.path", "NUL character")),
         ("data:\n  validation_size: -1\n", ("data.validation_size", "must be >= 0")),
         # learning rate <= 0 or not finite
-        ("training:\n  learning_rate: 0\n", ("cfg.yaml:2", "training.learning_rate", "must be > 0")),
-        ("training:\n  learning_rate: -0.1\n", ("training.learning_rate", "must be > 0")),
+        ("training:\n  learning_rate: 0\n", ("cfg.yaml:2", "training.learning_rate", "must be >= 1e-10")),
+        ("training:\n  learning_rate: -0.1\n", ("training.learning_rate", "must be >= 1e-10")),
         ("training:\n  learning_rate: .nan\n", ("cfg.yaml:2", "training.learning_rate", "finite")),
         ("training:\n  learning_rate: .inf\n", ("training.learning_rate", "finite")),
         ("training:\n  learning_rate: -.inf\n", ("training.learning_rate", "finite")),

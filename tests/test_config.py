@@ -50,7 +50,7 @@ def test_overrides_are_type_checked() -> None:
     [
         ("model:\n  layrs: [784, 10]\n", r"cfg\.yaml:2: model\.layrs: unknown field; did you mean 'layers'\?"),
         ("training:\n  epochs: 0\n", r"cfg\.yaml:2: training\.epochs: must be in 1\.\.1,000,000, got 0"),
-        ("training:\n  learning_rate: -0.1\n", r"training\.learning_rate: must be > 0"),
+        ("training:\n  learning_rate: -0.1\n", r"training\.learning_rate: must be >= 1e-10"),
         ("training:\n  learning_rate: .nan\n", r"training\.learning_rate: must be a finite number"),
         ("model:\n  layers: [784, 0, 10]\n", r"model\.layers\[1\]: layer sizes must be positive"),
         ("model:\n  layers: []\n", r"model\.layers: needs at least two sizes"),

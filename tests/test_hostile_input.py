@@ -601,3 +601,25 @@ def test_a_closed_standard_output_is_one_line_not_a_silent_success(tmp_path: Pat
                           text=True, timeout=60, preexec_fn=lambda: os.close(1))  # as `bpcli configs >&-`
     assert done.returncode == 2 and done.stderr.startswith("error: standard output is closed")
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["result.json", ".commit.json", ".bpcli.lock", "dataset.json"])
+def test_a_fifo_in_a_run_directory_hangs_nothing(small_run: Path, tmp_path: Path, name: str) -> None:
+    """Opening a FIFO waits for a writer: `bpcli runs` waited forever on a FIFO result.json, .commit.json
+    or .bpcli.lock, and evaluate/--resume hit 'Illegal seek' (exit 4) on a FIFO lock."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / name).unlink(missing_ok=True)
+    os.mkfifo(run / name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for argv in (["runs", str(tmp_path), "--json"], ["evaluate", str(run)], ["runs", "compare", str(run), str(small_run)]):
+        done = subprocess.run([sys.executable, "-m", "bpcli", *argv], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode in (0, 2) and "internal error" not in done.stderr, (argv, done.stderr)
+        assert done.returncode == 0 or done.stderr.count("\n") == 1, done.stderr

@@ -344,6 +344,36 @@ def test_the_plain_log_waits_for_all_values_and_gives_a_quick_trial_both_lines()
                        "trial 0 complete: 95.00% after 3 epochs"]
 
 
+def test_a_grid_too_large_to_hold_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """An int range of 10^12 under the grid sampler grew memory without bound."""
+    with pytest.raises(ConfigError, match=r"the grid has 1,000,000,000,001 points, more than the 100,000"):
+        sweep_space.loads("sampler: grid\nparams:\n  training.seed: {int: [0, 1000000000000]}\n", "g.yaml",
+                          config.load(TINY))
+
+
+def test_a_damaged_sweep_directory_is_one_line_never_a_hang_or_a_fresh_start(parallel: Any, tmp_path: Path) -> None:
+    """A FIFO for sweep.json waited forever; a journal.log deleted made --resume start the trials over
+    and replace best.yaml; a hand-edited storage or budget of the wrong type was an internal error."""
+    import shutil
+
+    root, _, _ = parallel
+    space = root.parents[1] / "space.yaml"
+    copy = tmp_path / "sw"
+    shutil.copytree(root, copy)
+    (copy / "journal.log").unlink()
+    gone = bpcli("sweep", TINY, "--space", str(space), "--out", str(copy), "--resume", *SMALL, cwd=tmp_path)
+    assert gone.returncode == 2 and "the study of the sweep in" in gone.stderr and "is gone" in gone.stderr
+    record = json.loads((root / "sweep.json").read_text())
+    for bad in ({"storage": 12}, {"budget": float("inf")}):
+        (copy / "sweep.json").write_text(json.dumps({**record, **bad}))
+        shown = bpcli("sweep", "show", str(copy), cwd=tmp_path, timeout=20)
+        assert shown.returncode == 2 and "it is not a sweep bpcli wrote" in shown.stderr, shown.stderr
+    (copy / "sweep.json").unlink()
+    os.mkfifo(copy / "sweep.json")
+    fifo = bpcli("sweep", "show", str(copy), cwd=tmp_path, timeout=20)
+    assert fifo.returncode == 2 and fifo.stderr.count("\n") == 1, fifo.stderr
+
+
 def test_a_copied_config_finds_its_copied_search_space(tmp_path: Path) -> None:
     """Outside a clone `bpcli init mnist configs/` left `bpcli sweep configs/mnist.yaml` without a space,
     and the built-in space could not be copied."""
@@ -405,7 +435,7 @@ BAD = [
     ("params:\n  training.learning_rate: {unifrom: [0.1, 1]}\n",
      "space.yaml:2: params.training.learning_rate.unifrom: unknown kind; did you mean 'uniform'?"),
     ("params:\n  training.learning_rate: {uniform: [-1, 0.5]}\n",
-     "params.training.learning_rate.uniform: lo -1.0 is refused by the config: must be > 0, got -1.0"),
+     "params.training.learning_rate.uniform: lo -1.0 is refused by the config: must be >= 1e-10 (smaller steps change no float32 weight), got -1.0"),
     ("params:\n  training.optimizer.momentum: {uniform: [0.5, 1.0]}\n",
      "hi 1.0 is refused by the config: must be in [0, 1), got 1.0"),
     ("params:\n  training.batch_size: {uniform: [16, 64]}\n", "lo 16.0 is refused by the config: expected an integer"),
