@@ -54,6 +54,8 @@ def init_command(
     target = path if path is not None else Path(f"{source.stem}.yaml")
     if target.is_dir():
         target = target / f"{source.stem}.yaml"
+    if target.exists() and not target.is_file():  # a device or FIFO: replacing it is never what was meant
+        raise UsageError(f"{target}: not a regular file; give a file name")
     if target.exists() and not force:
         raise UsageError(f"{target} exists; pass --force to overwrite it, or give another PATH")
     text = _portable(source.read_text(encoding="utf-8"))

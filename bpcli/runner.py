@@ -32,11 +32,12 @@ from bpcli.train import Interrupted, Summary, Trainer, evaluate as evaluate_spli
 
 
 class StopFlag:
-    """Records the first SIGINT or SIGTERM instead of dying, so the loop can stop between batches.
+    """Records the first SIGINT, SIGTERM or SIGHUP instead of dying, so the loop can stop between batches.
 
     A second SIGINT means "stop now" (KeyboardInterrupt, handled by the runner with a message); a
     second SIGTERM is ignored, since the run is already stopping and a service manager's repeated
-    TERM should not tear the checkpoint it is waiting for.
+    TERM should not tear the checkpoint it is waiting for. SIGHUP (the terminal or ssh session closed)
+    saves like SIGTERM, where it killed the run with nothing saved; under nohup it stays ignored.
     """
 
     def __init__(self) -> None:
@@ -48,7 +49,7 @@ class StopFlag:
 
     @property
     def name(self) -> str:
-        return "SIGTERM" if self.signum == signal.SIGTERM else "SIGINT"
+        return signal.Signals(self.signum).name if self.signum is not None else "SIGINT"
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
@@ -58,7 +59,9 @@ class StopFlag:
         self.signum = signum
 
     def __enter__(self) -> StopFlag:
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if s == signal.SIGHUP and signal.getsignal(s) == signal.SIG_IGN:
+                continue  # nohup: the run is meant to outlive its terminal
             try:
                 self._previous[s] = signal.signal(s, self._handle)
             except ValueError:  # not the main thread: leave signals alone
@@ -69,7 +72,7 @@ class StopFlag:
         for s, handler in self._previous.items():
             # After a SIGTERM the process is on its way out with 143: a repeated TERM (a service manager
             # sends them in bursts) must not turn that into death by signal, so it stays ignored.
-            stopping = s == signal.SIGTERM == self.signum
+            stopping = s == self.signum and s in (signal.SIGTERM, signal.SIGHUP)
             signal.signal(s, signal.SIG_IGN if stopping else handler)  # type: ignore[arg-type]
 
 

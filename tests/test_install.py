@@ -62,6 +62,9 @@ def test_init_writes_a_portable_copy_and_never_overwrites_without_force(tmp_path
     assert CliRunner().invoke(app, ["init", "tiny", "--force"]).exit_code == 0
     assert CliRunner().invoke(app, ["init", "mnist", str(tmp_path / "sub.yaml")]).exit_code == 0
     assert CliRunner().invoke(app, ["init", "nosuch"]).exit_code == 2
+    os.mkfifo(tmp_path / "fifo.yaml")  # --force replaced a device or FIFO with a plain file
+    refused = CliRunner().invoke(app, ["init", "tiny", str(tmp_path / "fifo.yaml"), "--force"])
+    assert refused.exit_code == 2 and "not a regular file" in refused.stderr
 
 
 def test_data_is_found_in_the_per_user_directory_then_in_bpclis_own_copy(

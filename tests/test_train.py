@@ -126,7 +126,8 @@ def test_resume_after_interrupt_is_bitwise_identical(mnist_dir: Path, tmp_path: 
     assert [row[0] for row in logged] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+# SIGHUP (a closed terminal or ssh session) killed the run with nothing saved.
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_signal_checkpoints_and_resume_matches_uninterrupted_run(
     mnist_dir: Path, tmp_path: Path, signum: int, code: int
 ) -> None:
@@ -143,6 +144,7 @@ def test_signal_checkpoints_and_resume_matches_uninterrupted_run(
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stdout + stderr
     assert "checkpoint saved to" in stdout and "--resume" in stdout
+    assert f"{signal.Signals(signum).name}: stopped at epoch" in stdout
     assert checkpoint.load(out / "last.npz").epoch < 40
     if signum != signal.SIGINT:
         return  # one signal is enough to show that resuming is exact
