@@ -170,10 +170,10 @@ def shorten_line(text: str, limit: int = 200) -> str:
 
 
 def printable(text: str) -> str:
-    """`text` with control characters written out (\\x1b, \\n): a message quotes paths and values from
-    files, and an escape sequence in one (clear the screen, set the window title) must not reach the
-    terminal as one."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    """`text` with control characters written out (\\x1b): a message quotes paths and values from files,
+    and an escape sequence in one (clear the screen, set the window title) must not reach the terminal
+    as one. Line breaks stay: the one message of several lines is the learner's own traceback."""
+    return "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def say_error(message: str) -> None:

@@ -194,6 +194,40 @@ def test_an_exception_in_their_code_is_theirs(tmp_path: Path) -> None:
     assert "in helper" in result.stderr and "internal error" not in result.stderr
 
 
+@pytest.mark.parametrize("where", ["backprop", "import"])
+def test_sys_exit_in_their_code_is_theirs_never_a_pass(tmp_path: Path, where: str) -> None:
+    """sys.exit(0) in their backprop ended gradcheck with exit 0 and no output: a pass, to a CI job."""
+    f = tmp_path / "quits.py"
+    body = "    def backprop(self, x, y):\n        sys.exit(0)\n" if where == "backprop" else "    pass\nsys.exit(0)\n"
+    f.write_text(f"import sys\nfrom book_network import Network as Base\n\nclass Network(Base):\n{body}")
+    result = run("gradcheck", "--model", f"{f}:Network", "--model-args", "[6, 5, 4, 3]", "--json",
+                 str(tmp_path / "out.json"))
+    assert result.returncode == 2 and "your code raised SystemExit" in result.stderr, result.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("option", [["--atol", "inf"], ["--entries", "0"], ["--rtol", "-1"], ["--eps", "0"],
+                                    ["--eps", "nan"]])
+def test_settings_that_would_pass_any_gradient_are_refused_for_their_network(option: list[str]) -> None:
+    """--atol inf passed buggy_bp2 (true error 0.94); --entries 0 passed on no entry; --eps 0 was exit 4."""
+    result = run("gradcheck", "--model", "examples/buggy_bp2.py:Network", "--model-args", "[6, 5, 4, 3]", *option)
+    assert result.returncode == 2 and result.stderr.startswith("error: --") and result.stderr.count("\n") == 1
+
+
+def test_their_module_may_change_directory_at_import(tmp_path: Path) -> None:
+    """A module that chdirs at import broke the removal of its folder from sys.path (exit 4), and would
+    have moved bpcli's own relative paths (--json FILE)."""
+    (tmp_path / "sub").mkdir()
+    source = (EXAMPLES / "book_network.py").read_text()
+    (tmp_path / "sub" / "net.py").write_text("import os\nos.chdir(os.path.dirname(os.path.abspath(__file__)))\n"
+                                             + source)
+    result = subprocess.run([sys.executable, "-m", "bpcli", "gradcheck", "--model", "sub/net.py:Network",
+                             "--model-args", "[6, 5, 4, 3]", "--json", "out.json"], capture_output=True, text=True,
+                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.json").is_file() and not (tmp_path / "sub" / "out.json").exists()
+
+
 @pytest.mark.parametrize(("returned", "words"), [
     ("None", "returned a NoneType"),
     ("(1, 2, 3)", "a tuple of length 3"),

@@ -18,11 +18,11 @@ import numpy as np
 from bpcli.activations import Array
 from bpcli.errors import UsageError
 from bpcli.gradcheck import diagnose as diagnosis_module
-from bpcli.gradcheck.checker import check_subjects
+from bpcli.gradcheck.checker import check_settings, check_subjects
 from bpcli.gradcheck.diagnose import Diagnosis, Fit
 from bpcli.gradcheck.forward import Forward, compare
 from bpcli.gradcheck.load import batch_for, default_batch
-from bpcli.gradcheck.numerical import METHODS, Probes
+from bpcli.gradcheck.numerical import Probes
 from bpcli.gradcheck.report import GradcheckResult, GroupResult, Report
 from bpcli.gradcheck.subject import Subject
 from bpcli.gradcheck.user import BookSubject, FunctionSubject, UserSubject
@@ -93,14 +93,13 @@ def check_gradients(
     perturbed in place and restored bit for bit. Raises `UserCodeError` for an exception in their code
     and `UsageError` for a model or data that does not fit.
     """
+    check_settings(method, eps, rtol, atol, entries)
     if isinstance(model, Model):
         loaded = model
     elif isinstance(model, str):
         loaded = load_model(model, None, sizes, seed)
     else:
         loaded = build(model, getattr(model, "__name__", type(model).__name__), None, sizes, seed)
-    if method not in METHODS:
-        raise UsageError(f"unknown gradcheck method {method!r}; use one of {', '.join(METHODS)}")
     notes: list[str] = []
     if x is None or y is None:
         m, why = default_batch(loaded.sizes) if batch is None else (batch, "")

@@ -173,6 +173,20 @@ def _rounding_allowance(subject: Subject, probes: list[Probes], seed: int) -> li
 
 def _check_options(net: Network, method: str, eps: float | None, rtol: float | None, atol: float | None,
                    entries: Literal["all"] | int) -> None:
+    check_settings(method, eps, rtol, atol, entries)
+    if method == "complex":
+        kinked = sorted({net.sigma(l).name for l in net.layers if not net.sigma(l).analytic})
+        if kinked:
+            raise UsageError(
+                f"--method complex needs analytic activations, and {', '.join(kinked)} is not (it has a kink "
+                "and no complex extension); use --method central or directional, which report ReLU kinks"
+            )
+
+
+def check_settings(method: str, eps: float | None, rtol: float | None, atol: float | None,
+                   entries: Literal["all"] | int) -> None:
+    """Refuse a method, step, tolerance or sample size that cannot give a meaningful verdict (--atol inf
+    passed any gradient; --entries 0 passed on no entry), for bpcli's network and a learner's alike."""
     if method not in METHODS:
         raise UsageError(f"unknown gradcheck method {method!r}; use one of {', '.join(METHODS)}")
     if eps is not None and not (math.isfinite(eps) and eps > 0):
@@ -186,13 +200,6 @@ def _check_options(net: Network, method: str, eps: float | None, rtol: float | N
         raise UsageError(f"--atol must be a number >= 0, got {atol}")
     if entries != "all" and (isinstance(entries, bool) or not isinstance(entries, int) or entries < 1):
         raise UsageError(f"--entries must be 'all' or a positive whole number, got {entries!r}")
-    if method == "complex":
-        kinked = sorted({net.sigma(l).name for l in net.layers if not net.sigma(l).analytic})
-        if kinked:
-            raise UsageError(
-                f"--method complex needs analytic activations, and {', '.join(kinked)} is not (it has a kink "
-                "and no complex extension); use --method central or directional, which report ReLU kinks"
-            )
 
 
 def _same(a: list[Array], b: list[Array]) -> bool:

@@ -20,10 +20,12 @@ bug in bpcli (exit 4).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
 import traceback
 import types
@@ -66,7 +68,8 @@ def call(what: str, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
     except (KeyboardInterrupt, BpcliError):
         raise
-    except Exception as e:  # noqa: BLE001 - whatever their code raises is theirs to see
+    except BaseException as e:  # noqa: BLE001 - whatever their code raises is theirs to see
+        # SystemExit too: a sys.exit(0) in their backprop ended the check with exit 0, a pass to CI.
         raise UserCodeError(what, e) from None
 
 
@@ -111,11 +114,16 @@ def import_target(spec: str) -> tuple[Any, str]:
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
         # Their directory first on sys.path, as `python PATH.py` would have it, so their own imports work.
-        sys.path.insert(0, str(path.resolve().parent))
+        # Removed by the string inserted: their module may chdir, and a relative path resolves anew.
+        # The working directory is restored too: bpcli's own relative paths (--json FILE) mean the user's.
+        folder, cwd = str(path.resolve().parent), os.getcwd()
+        sys.path.insert(0, folder)
         try:
             call(f"importing {where}", loader_spec.loader.exec_module, module)
         finally:
-            sys.path.remove(str(path.resolve().parent))
+            os.chdir(cwd)
+            with contextlib.suppress(ValueError):  # their code may have removed it itself
+                sys.path.remove(folder)
     else:
         try:
             module = importlib.import_module(where)
@@ -124,7 +132,9 @@ def import_target(spec: str) -> tuple[Any, str]:
                 raise UsageError(f"--model {show(spec)}: no module {show(where)} on sys.path "
                                  "(give a file as PATH.py:NAME)") from None
             raise UserCodeError(f"importing {where}", e) from None
-        except Exception as e:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - SystemExit at import included
             raise UserCodeError(f"importing {where}", e) from None
     if not name:
         return module, where
