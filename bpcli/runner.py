@@ -191,10 +191,14 @@ def train(
             raise UsageError(f"--out cannot be used with --resume: the run continues in {plan.root}")
         if plan is not None and force:
             raise UsageError("--force cannot be used with --resume: resuming never overwrites a run")
-        if plan is not None and plan.finished:
+        tested = files is not None and (files.latest_result() or {}).get("state") == "finished"
+        if plan is not None and plan.finished and tested:
             command_line(say, f"{plan.root} has already finished its {cfg.training.epochs} epochs; to train it "
                               "longer:", f"{resume_command(plan.root)} --set training.epochs=N")
             return 0
+        if plan is not None and plan.finished:  # the last epoch was committed, its test pass cut short
+            plan.notes.append(f"{plan.root} has finished its epochs but not its test pass (stopped during it): "
+                              "testing it now")
         for note in plan.notes if plan is not None else []:
             say.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
 
@@ -243,7 +247,8 @@ def train(
             try:
                 _report(summary, mode, console, data.class_names)
                 if stop.signum is not None:
-                    say.print(f"note: {stop.name} arrived after the run was complete; its outputs are complete",
+                    say.print(f"note: {stop.name} arrived after the last epoch; the test pass was finished and the "
+                              "outputs are complete",
                               soft_wrap=True, highlight=False, markup=False)
             except KeyboardInterrupt:
                 pass  # the outputs are complete; only the report was cut short
@@ -309,7 +314,8 @@ def _report_abort(say: Console, files: RunFiles | None) -> None:
         command_line(say, f"stopped at once, without saving the current position; {files.last} holds the last "
                           "saved one; resume with:", resume_command(files.root))
     else:
-        say.print("stopped at once, before the first checkpoint was saved; start the run again to train it",
+        say.print("stopped at once, before the first checkpoint was saved; start the run again with --force to "
+                  "train it (its directory holds no checkpoint to resume)",
                   soft_wrap=True, highlight=False, markup=False)
 
 

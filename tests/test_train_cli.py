@@ -148,7 +148,8 @@ def test_second_ctrl_c_stops_at_once_with_a_message(
     result = CliRunner().invoke(app, ["train", TINY, *sets(mnist_dir), "--out", str(tmp_path / "r")])
     assert result.exit_code == 130
     assert result.output.strip().splitlines()[-1] == ("stopped at once, before the first checkpoint was saved; "
-                                                      "start the run again to train it")
+                                                      "start the run again with --force to train it (its directory "
+                                                      "holds no checkpoint to resume)")
 
 
 def test_a_signal_after_the_last_write_still_exits_0(
@@ -164,7 +165,25 @@ def test_a_signal_after_the_last_write_still_exits_0(
     monkeypatch.setattr(runner, "fit", late_signal)
     result = CliRunner().invoke(app, ["train", TINY, *sets(mnist_dir), "--out", str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 0
-    assert "note: SIGINT arrived after the run was complete; its outputs are complete" in result.output
+    assert "note: SIGINT arrived after the last epoch; the test pass was finished and the outputs are complete" in result.output
+
+
+def test_resuming_a_run_stopped_during_its_test_pass_tests_it(finished_run: Path, tmp_path: Path) -> None:
+    """Stopped at once during the final test pass, a run had every epoch and no result.json; its printed
+    resume command said 'already finished' and never tested it."""
+    import shutil
+
+    run = tmp_path / "stopped-in-test"
+    shutil.copytree(finished_run, run)
+    expected = json.loads((run / "result.json").read_text())
+    (run / "result.json").unlink()
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "has finished its epochs but not its test pass (stopped during it): testing it now" in result.output
+    tested = json.loads((run / "result.json").read_text())
+    assert tested["state"] == "finished" and tested["test_accuracy"] == expected["test_accuracy"]
+    again = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert "has already finished its 2 epochs" in again.output
 
 
 def test_run_files_get_the_umask_mode_not_0600(finished_run: Path) -> None:
