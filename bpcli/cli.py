@@ -312,6 +312,13 @@ def explain_command(
     if model is not None:
         from bpcli.cli_models import explain_model
 
+        # These shape bpcli's own explanation; with --model they were ignored without a word.
+        given = [name for name, value in (("--checkpoint", checkpoint), ("--section", sections),
+                                          ("--example", example != 0), ("--format", fmt != "rich"), ("--graph", graph))
+                 if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} explain bpcli's own network, not one given with --model (which "
+                             "traces --weight on one random example, as a table)")
         return explain_model(model, model_args, config_path, overrides or [], weight)
     if fmt not in ("rich", "markdown", "json"):
         raise UsageError(f"--format {fmt!r}: expected rich, markdown or json")

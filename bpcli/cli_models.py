@@ -4,13 +4,32 @@ live here: `bpcli.gradcheck.api` checks, `render.gradcheck_user` draws."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 
-from bpcli.cli import console
-from bpcli.errors import UsageError
+from bpcli.cli import console, debugging
+from bpcli.errors import BpcliError, UsageError, clip
+
+
+@contextlib.contextmanager
+def their_values(spec: str) -> Iterator[None]:
+    """What bpcli does with the values a learner's network gives it (complex outputs, read-only or tuple
+    weights, sizes of NaN, a cost bpcli has no equivalent of): an exception there comes from their
+    network's values, so it is one line, exit 2, where it was 'internal error' (exit 4). --debug shows
+    the traceback, for the rare case that it is bpcli's."""
+    try:
+        yield
+    except (BpcliError, typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001
+        if debugging():
+            raise
+        raise UsageError(f"--model {spec}: bpcli cannot use what your network gave it ({type(e).__name__}: "
+                         f"{clip(str(e), 120)}); check the types and shapes of its parameters and of what its "
+                         "methods return (--debug shows where)") from None
 
 
 def model_sizes(config_path: Optional[Path], overrides: list[str]) -> tuple[Any, Optional[list[int]]]:
@@ -46,16 +65,17 @@ def gradcheck_model(
     cfg, sizes = model_sizes(config_path, overrides)
     seed = seed if seed is not None else (cfg.training.seed if cfg is not None else 0)
     args = user_load.parse_args(model_args)
-    model = user_load.load_model(spec, args, sizes, seed)
-    x = y = None
-    notes: list[str] = []
-    if cfg is not None and not random_data:
-        m, why = (batch, "") if batch is not None else gradcheck.default_batch(model.sizes)
-        x, y, source = gradcheck.batch_for(model.sizes, "softmax", m, seed, cfg.data.path)
-        notes.append(f"data: {source}" + (f"; {why}" if why else ""))
-    report = api.check_gradients(model, x, y, sizes=model.sizes, method=method, eps=eps, rtol=rtol,
-                                 atol=atol, entries="all" if entries == "all" else int(entries), batch=batch,
-                                 seed=seed)
+    with their_values(spec):
+        model = user_load.load_model(spec, args, sizes, seed)
+        x = y = None
+        notes: list[str] = []
+        if cfg is not None and not random_data:
+            m, why = (batch, "") if batch is not None else gradcheck.default_batch(model.sizes)
+            x, y, source = gradcheck.batch_for(model.sizes, "softmax", m, seed, cfg.data.path)
+            notes.append(f"data: {source}" + (f"; {why}" if why else ""))
+        report = api.check_gradients(model, x, y, sizes=model.sizes, method=method, eps=eps, rtol=rtol,
+                                     atol=atol, entries="all" if entries == "all" else int(entries), batch=batch,
+                                     seed=seed)
     report.notes[:0] = notes
     report.notes.append("loading a model runs its code: check only code you would run yourself")
     view.render(console, report)
@@ -76,12 +96,13 @@ def explain_model(spec: str, model_args: Optional[str], config_path: Optional[Pa
     if weight is None:
         raise UsageError("explain --model traces one partial derivative: give --weight l,j,k")
     cfg, sizes = model_sizes(config_path, overrides)
-    model = user_load.load_model(spec, user_load.parse_args(model_args), sizes, seed)
-    picked = explain.parse_weight(weight, model.sizes)
-    x, y, _ = load.batch_for(model.sizes, "sigmoid" if model.style == "book" else "softmax", 1, seed, None)
-    subject = api.subject_for(model, x, y)
-    try:
-        traced = trace.trace(subject, picked)
-    finally:
-        subject.restore()
+    with their_values(spec):
+        model = user_load.load_model(spec, user_load.parse_args(model_args), sizes, seed)
+        picked = explain.parse_weight(weight, model.sizes)
+        x, y, _ = load.batch_for(model.sizes, "sigmoid" if model.style == "book" else "softmax", 1, seed, None)
+        subject = api.subject_for(model, x, y)
+        try:
+            traced = trace.trace(subject, picked)
+        finally:
+            subject.restore()
     view.render(console, model.name, traced, model.style)

@@ -323,3 +323,35 @@ def test_explain_model_traces_one_derivative_to_the_first_differing_equation() -
     result = run("explain", "--model", "examples/book_network.py:Network", "--model-args", "[6, 5, 4, 3]",
                  "--weight", "3,1,2")
     assert result.returncode == 0 and "every step agrees" in result.stdout
+
+
+def test_values_bpcli_cannot_use_are_one_line_and_a_loss_bpcli_lacks_is_still_checked(tmp_path: Path) -> None:
+    """Read-only weights were an internal error (exit 4); a function-style loss with an L2 term made the
+    forward comparison try cross-entropy on an identity output and crash (exit 4)."""
+    tuples = tmp_path / "tuples.py"
+    tuples.write_text("from book_network import Network as Base\n\nclass Network(Base):\n"
+                      "    def __init__(self, sizes):\n        super().__init__(sizes)\n"
+                      "        for w in self.weights:\n            w.setflags(write=False)\n")
+    result = run("gradcheck", "--model", f"{tuples}:Network", "--model-args", "[6, 5, 4, 3]")
+    assert result.returncode == 2 and "bpcli cannot use what your network gave it" in result.stderr
+    assert result.stderr.count("\n") == 1
+    l2 = tmp_path / "l2.py"
+    l2.write_text("import numpy as np\nfrom function_network import *  # noqa: F403\n"
+                  "from function_network import loss as _loss\n\n"
+                  "def loss(params, x, y):\n"
+                  "    return _loss(params, x, y) + 1e-3 * sum(np.sum(v * v) for k, v in params.items() if k.startswith('W'))\n")
+    checked = run("gradcheck", "--model", str(l2), "--model-args", "[6, 5, 4, 3]")
+    assert "internal error" not in checked.stderr and checked.returncode in (0, 1), checked.stderr
+
+
+def test_explain_model_refuses_what_it_would_ignore_and_claims_no_agreement_it_did_not_see(tmp_path: Path) -> None:
+    for option in (["--format", "json"], ["--checkpoint", "x.npz"], ["--example", "3"], ["--graph", "dot"]):
+        result = run("explain", "--model", "examples/book_network.py:Network", "--model-args", "[6, 5, 4, 3]",
+                     "--weight", "2,1,3", *option)
+        assert result.returncode == 2 and f"{option[0]} explain bpcli's own network" in result.stderr
+    transposed = tmp_path / "transposed.py"
+    transposed.write_text("from book_network import Network as Base\n\nclass Network(Base):\n"
+                          "    def backprop(self, x, y):\n        nb, nw = super().backprop(x, y)\n"
+                          "        return nb, [w.T for w in nw]\n")
+    traced = run("explain", "--model", f"{transposed}:Network", "--model-args", "[6, 5, 4, 3]", "--weight", "2,1,3")
+    assert "every step agrees" not in traced.stdout and "nothing compared at dC/dw^2_13" in traced.stdout

@@ -81,9 +81,12 @@ def compare(subject: UserSubject) -> Forward:
     for hidden in HIDDEN:
         for output in OUTPUT:
             for cost in COSTS:
-                net = bpcli_network(subject, hidden, output, cost)
-                with np.errstate(all="ignore"):
-                    c = net.cost_value(net.forward(x), y)
+                try:  # a pairing bpcli refuses (cross-entropy on an identity output) is no candidate
+                    net = bpcli_network(subject, hidden, output, cost)
+                    with np.errstate(all="ignore"):
+                        c = net.cost_value(net.forward(x), y)
+                except ValueError:
+                    continue
                 arch = f"{hidden} hidden, {output} output, {cost.replace('_', '-')} cost"
                 if _close(c, user_cost):
                     return Forward(True, arch, f"your loss equals C of bpcli's {arch} network with the same weights "
@@ -97,9 +100,12 @@ def compare(subject: UserSubject) -> Forward:
 
 def _with_cost(net: Network, hidden: str, output: str, x: Array, y: Array, user_cost: float, diff: float) -> Forward:
     for cost in COSTS:
-        candidate = Network(net.sizes, net.w, net.b, net.hidden, net.output, COSTS[cost])
-        with np.errstate(all="ignore"):
-            c = candidate.cost_value(candidate.forward(x), y)
+        try:  # a pairing bpcli refuses is no candidate
+            candidate = Network(net.sizes, net.w, net.b, net.hidden, net.output, COSTS[cost])
+            with np.errstate(all="ignore"):
+                c = candidate.cost_value(candidate.forward(x), y)
+        except ValueError:
+            continue
         if _close(c, user_cost):
             arch = f"{hidden} hidden, {output} output, {cost.replace('_', '-')} cost"
             return Forward(True, arch, f"your feedforward and cost equal bpcli's {arch} network with the same "

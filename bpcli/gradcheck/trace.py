@@ -49,6 +49,12 @@ class UserTrace:
     forward: Forward
     first_difference: Row | None
 
+    @property
+    def unread(self) -> list[str]:
+        """The steps whose value of theirs could not be read from their gradient (a shape or type that
+        is not the parameter's): nothing was compared there, so no agreement may be claimed."""
+        return [r.symbol for r in self.rows if r.yours is None and r.equation in ("BP1", "BP2", "BP4")]
+
 
 def trace(subject: UserSubject, weight: tuple[int, int, int]) -> UserTrace:
     """The rows for dC/dw^l_jk on the subject's batch, which should be one example."""

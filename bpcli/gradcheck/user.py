@@ -199,9 +199,11 @@ class BookSubject(UserSubject):
         (self.model.obj.weights if i % 2 == 0 else self.model.obj.biases)[i // 2] = value
 
     def example(self, i: int) -> tuple[Array, Array]:
-        """Example i of the batch as their code takes it: columns (n, 1), or vectors (n,)."""
+        """Example i of the batch as their code takes it: columns (n, 1), or vectors (n,); copies, since
+        their code may change its input in place (`a /= 1.5`), which changed the batch under every later
+        evaluation of C and failed a correct backprop."""
         if self.column:
-            return self.x[i].reshape(-1, 1), self.y[i].reshape(-1, 1)
+            return self.x[i].reshape(-1, 1).copy(), self.y[i].reshape(-1, 1).copy()
         return self.x[i].copy(), self.y[i].copy()
 
     def output(self, i: int) -> Array:

@@ -31,7 +31,11 @@ def render(console: Console, model: str, t: UserTrace, style: str = "book") -> N
     if style == "function":
         console.print(Text("note: one example (m = 1), so a mistake that only scales with m (a missing 1/m) cannot "
                            "show here; `bpcli gradcheck --model` checks a batch", style="dim"), soft_wrap=True)
-    if first is None:
+    if first is None and t.unread:
+        console.print(Text(f"nothing compared at {', '.join(t.unread)}: your gradient's values there could not be "
+                           "read (a shape or type that is not the parameter's); `bpcli gradcheck --model` says what "
+                           "your backprop returned", style="yellow"), soft_wrap=True)
+    elif first is None:
         console.print(Text("every step agrees with bpcli's", style="green"))
     elif first.equation in EQUATIONS:
         console.print(Text.assemble(("first difference: ", "bold red"), f"{first.symbol}, computed by {first.equation}: ",
