@@ -19,9 +19,13 @@ def their_values(spec: str) -> Iterator[None]:
     """What bpcli does with the values a learner's network gives it (complex outputs, read-only or tuple
     weights, sizes of NaN, a cost bpcli has no equivalent of): an exception there comes from their
     network's values, so it is one line, exit 2, where it was 'internal error' (exit 4). --debug shows
-    the traceback, for the rare case that it is bpcli's."""
+    the traceback, for the rare case that it is bpcli's. NumPy's overflow warnings are silenced: an
+    infinite or NaN gradient is reported in the verdict, not as lines of RuntimeWarning above it."""
+    import numpy as np
+
     try:
-        yield
+        with np.errstate(all="ignore"):
+            yield
     except (BpcliError, typer.Exit, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001
