@@ -33,6 +33,7 @@ class _Flags:
         Typer's boxed tables cut option names there ('--print-con…') and wrap help a word a line."""
         if console.width >= 80:
             return super().format_help(ctx, formatter)  # type: ignore[misc]
+        formatter.width = max(40, console.width - 2)  # as Rich measured it (Click guesses 80 behind a pipe)
         # The help texts are Rich markup: `bpcli\\[plot]` is how they say `bpcli[plot]`.
         plain = lambda text: text.replace("\\[", "[")  # noqa: E731
         write_text, write_dl = formatter.write_text, formatter.write_dl
