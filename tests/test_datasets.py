@@ -431,3 +431,16 @@ def test_a_dataset_path_named_for_another_known_dataset_gets_a_note(mnist_dir: P
     assert mismatched_name(str(named), data) == (f"data.path {named} holds MNIST (verified by its checksums), "
                                                  "not Fashion-MNIST, as its name says")
     assert mismatched_name(str(mnist_dir), load_dataset(mnist_dir, validation_size=100, limit=500)) is None
+
+
+def test_verify_names_a_fifo_for_a_data_file_instead_of_calling_it_missing(mnist_dir: Path, tmp_path: Path) -> None:
+    import os
+
+    d = tmp_path / "d"
+    d.mkdir()
+    for p in mnist_dir.glob("*.gz"):
+        (d / p.name).symlink_to(p)
+    (d / "train-images-idx3-ubyte.gz").unlink()
+    os.mkfifo(d / "train-images-idx3-ubyte.gz")
+    result = invoke("data", "verify", str(d), env={"COLUMNS": "120"})
+    assert result.exit_code == 2 and "train-images-idx3-ubyte.gz: not a regular file" in result.output

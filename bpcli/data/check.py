@@ -120,7 +120,12 @@ def _read_all(path: Path) -> tuple[list[FileCheck], dict[str, FileFacts], dict[s
     for role in ROLES:
         located = source.locate(path, role)
         if located is None:
-            checks.append(FileCheck(role, source.FILES[role], "missing", problem="missing"))
+            there = [p for p in (path / source.FILES[role], path / source.raw_name(role)) if p.exists()]
+            if there:  # a FIFO, device or directory by that name: there, but no data file
+                checks.append(FileCheck(role, there[0].name, "unusable",
+                                        problem="not a regular file (a directory, FIFO or device)"))
+            else:
+                checks.append(FileCheck(role, source.FILES[role], "missing", problem="missing"))
             continue
         try:
             f, content = source.read_idx_file(role, located)
