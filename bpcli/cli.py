@@ -6,62 +6,31 @@ into one red line on stderr and the error's exit code instead of a traceback.
 
 from __future__ import annotations
 
-import errno
 import functools
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from typer.core import TyperCommand, TyperGroup
-from rich.console import Console
 from rich.markup import escape
 
 from bpcli import __version__
-from bpcli.errors import BpcliError, clip
-
-class _Flags:
-    """Help that reads well: an on/off flag takes no value, so it shows no `<bool>` metavar (Typer's
-    default, which also marks its own --help and completion flags); an argument's name (RUN, CONFIG)
-    says what it is, so it shows no Python type beside it (`<list[Path]>`, which also took the width
-    that cut the names at 60 columns)."""
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        """Below 80 columns, Click's plain help (each option's text under its name, wrapped at words):
-        Typer's boxed tables cut option names there ('--print-con…') and wrap help a word a line."""
-        if console.width >= 80:
-            return super().format_help(ctx, formatter)  # type: ignore[misc]
-        formatter.width = max(40, console.width - 2)  # as Rich measured it (Click guesses 80 behind a pipe)
-        # The help texts are Rich markup: `bpcli\\[plot]` is how they say `bpcli[plot]`.
-        plain = lambda text: text.replace("\\[", "[")  # noqa: E731
-        write_text, write_dl = formatter.write_text, formatter.write_dl
-        formatter.write_text = lambda text: write_text(plain(text))
-        formatter.write_dl = lambda rows, *a, **k: write_dl([(t, plain(d)) for t, d in rows], *a, **k)
-        mode, self.rich_markup_mode = self.rich_markup_mode, None  # type: ignore[attr-defined]
-        try:
-            return super().format_help(ctx, formatter)  # type: ignore[misc]
-        finally:
-            self.rich_markup_mode = mode  # type: ignore[attr-defined]
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
-        for p in params:
-            if getattr(p, "is_flag", False) and p.metavar is None:
-                p.metavar = ""
-            elif p.param_type_name == "argument":
-                p.display_type_rich = lambda ctx: None
-        return params
-
-
-class _Command(_Flags, TyperCommand):
-    pass
-
-
-class _Group(_Flags, TyperGroup):
-    pass
-
+from bpcli.cli_base import (  # noqa: F401 - debugging and _Group: the cli_* modules import them from here
+    INTERNAL_ERROR,
+    _Command,
+    _environment_error,
+    _Group,
+    _reader_gone,
+    console,
+    debugging,
+    err_console,
+    fail,
+    say_error,
+    set_debug,
+    shorten_line,
+)
+from bpcli.errors import BpcliError
 
 app = typer.Typer(
     name="bpcli",
@@ -72,43 +41,6 @@ app = typer.Typer(
     add_completion=True,  # Typer's own --install-completion / --show-completion
     pretty_exceptions_show_locals=False,
 )
-
-SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a Unix tool's status is when its reader goes away
-
-
-def _reader_gone() -> typer.Exit:
-    """stdout's reader closed the pipe (`bpcli train ... | head`): stop quietly, as any Unix tool does.
-    stdout is pointed at /dev/null so that the interpreter's final flush cannot fail again; a run
-    directory keeps its last committed epoch, which resumes as after any stop."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
-    return typer.Exit(SIGPIPE_EXIT)
-
-
-class _Wrapping(Console):
-    """A message asked to stay one line (`soft_wrap=True`, as logs and grep want it) stays one line in a
-    pipe or a file; on a terminal Rich wraps it at word boundaries instead, where the terminal would
-    break it anywhere ("98.4" / "0%", "--res" / "ume"). A command to copy is printed with `out`, which
-    never breaks a line: the terminal wraps it, and copying it gives one line."""
-
-    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
-        super().print(*objects, soft_wrap=soft_wrap and not self.is_terminal, **kwargs)
-
-
-class _Console(_Wrapping):
-    def on_broken_pipe(self) -> None:
-        # Rich's own handling exits with 1, the code for a failed check; make it the usual 141.
-        self.quiet = True
-        raise _reader_gone()
-
-
-# emoji off: a path such as /tmp/x:x: is a path, not ❌ (Rich reads :x: as an emoji code).
-console = _Console(emoji=False)
-err_console = _Wrapping(stderr=True, emoji=False)
-
 
 def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """`app.command` (or `group.command` for a sub-app), plus the translation of user errors into a
@@ -129,11 +61,11 @@ def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Call
                 err_console.print("SIGINT: stopped", style="yellow", highlight=False)
                 raise typer.Exit(130) from None
             except Exception as e:  # noqa: BLE001 - a bug in bpcli: exit 4, never 1 (a verdict) or a traceback
+                if debugging():  # --debug shows every traceback, the environment's too
+                    raise
                 told = _environment_error(e)
                 if told is not None:
                     fail(told, 2)
-                if debugging():
-                    raise
                 detail = shorten_line(f"{type(e).__name__}: {e}")
                 fail(f"internal error ({detail}); this is a bug in bpcli: please report it with the command you "
                      f"ran (run it again with --debug or BPCLI_DEBUG=1 for the traceback)", INTERNAL_ERROR)
@@ -141,51 +73,6 @@ def command(*args: Any, group: typer.Typer | None = None, **kwargs: Any) -> Call
         return (group or app).command(*args, cls=_Command, **kwargs)(wrapper)
 
     return register
-
-
-INTERNAL_ERROR = 4
-_debug = False
-# What the file system or the machine refuses (a name too long, a full disk, no permission) is the
-# user's to fix, not a bug in bpcli: one line naming the file, exit 2, wherever the call was made.
-_USER_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                errno.EIO, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EMFILE, errno.ENFILE, errno.EFBIG}
-
-
-def _environment_error(e: BaseException) -> str | None:
-    """The one-line message for an error of the environment rather than of bpcli, or None."""
-    if isinstance(e, OSError) and e.errno in _USER_ERRNOS:
-        where = f"{clip(os.fsdecode(e.filename), 120)}: " if e.filename is not None else "writing the output: "
-        return f"{where}{e.strerror or e}"
-    if isinstance(e, ValueError) and "null byte" in str(e):  # os.stat("a\0b"): no path can hold a NUL
-        return "a path holds a NUL character, which no file name can; check the paths given and data.path"
-    return None
-
-
-def debugging() -> bool:
-    return _debug or os.environ.get("BPCLI_DEBUG", "") not in ("", "0")
-
-
-def shorten_line(text: str, limit: int = 200) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def printable(text: str) -> str:
-    """`text` with control characters written out (\\x1b): a message quotes paths and values from files,
-    and an escape sequence in one (clear the screen, set the window title) must not reach the terminal
-    as one. Line breaks stay: the one message of several lines is the learner's own traceback."""
-    return "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def say_error(message: str) -> None:
-    """`error: message` as one line on stderr."""
-    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", soft_wrap=True, highlight=False)
-
-
-def fail(message: str, code: int) -> typer.Exit:
-    """Print `error: message` as one line on stderr and exit with `code`."""
-    say_error(message)
-    raise typer.Exit(code)
 
 
 def _version(value: bool) -> None:
@@ -201,8 +88,7 @@ def root(
     debug: bool = typer.Option(False, "--debug", metavar="", help="Show the traceback of an internal error."),
 ) -> None:
     """bpcli: backpropagation you can train, verify and explain."""
-    global _debug
-    _debug = debug
+    set_debug(debug)
 
 
 # Options shared by the commands that read a config.
@@ -253,7 +139,7 @@ def train_command(
     if print_config:
         if files is not None:
             files.release()
-        console.print(cfg.to_yaml(), end="", highlight=False, soft_wrap=True, markup=False)
+        console.out(cfg.to_yaml(), end="", highlight=False)  # YAML to copy: never broken by a wrap
         return
     mode = runner.pick_mode(console, quiet, as_json, log_format)
     code = runner.train(cfg, plan, files, out=out, force=force, mode=mode, console=console, err_console=err_console,
@@ -454,8 +340,12 @@ def main() -> None:
         sys.exit(1)
     except typer.TyperException as e:  # Click's usage errors (Typer vendors Click: only this base is public)
         ctx = getattr(e, "ctx", None)
-        if type(e).__name__ == "NoArgsIsHelpError" or not hasattr(e, "format_message"):
-            app()  # `bpcli` or `bpcli data` alone: the help, drawn as Typer draws it
+        if type(e).__name__ == "NoArgsIsHelpError":  # `bpcli` or `bpcli data` alone: the help, and exit 2
+            # Typer's boxed help draws itself when the error is made; the plain one (below 80 columns) is
+            # the message.
+            if e.format_message().strip():  # type: ignore[attr-defined]
+                console.out(e.format_message().rstrip(), highlight=False)  # type: ignore[attr-defined]
+            sys.exit(getattr(e, "exit_code", 2))
         command = ctx.command_path if ctx is not None else "bpcli"
         say_error(f"{' '.join(e.format_message().split())} ({command} -h shows the usage)")
         sys.exit(getattr(e, "exit_code", 2))

@@ -65,7 +65,9 @@ def data_verify_command(
     from bpcli.data import check
     from bpcli.render import data as view
 
-    if not write:  # found as `train --set data.path=PATH` finds it; --write writes only where it was told
+    # A bare name (`mnist`) is found as data.path finds it; a path is verified where it is (a missing
+    # build/mnist must not pass by verifying bpcli's own copy), and --write writes only where it was told.
+    if not write and Path(path).name == path:
         path = config.resolve_data_path(path, Path.cwd(), from_set=True)
     if write:
         written = check.write_checksums(path)

@@ -26,7 +26,7 @@ def their_values(spec: str) -> Iterator[None]:
     try:
         with np.errstate(all="ignore"):
             yield
-    except (BpcliError, typer.Exit, KeyboardInterrupt):
+    except (BpcliError, typer.Exit, KeyboardInterrupt, MemoryError):
         raise
     except Exception as e:  # noqa: BLE001
         if debugging():

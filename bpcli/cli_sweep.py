@@ -85,7 +85,8 @@ def sweep_command(
     elif console.is_terminal and not console.is_dumb_terminal:
         live = view.LiveSweep(console, title)
     else:  # a log: the trials of an earlier session (--resume) were in its log
-        earlier = {r.number for r in sweep_results.collect(sweep, sweep.study()).rows if r.state != "waiting"}
+        earlier = {r.number for r in sweep_results.collect(sweep, sweep.study()).rows  # another machine's running
+                   if r.state not in ("waiting", "running")}                           # trials are logged here
         live = view.PlainSweep(lambda line: console.print(line, soft_wrap=True, highlight=False, markup=False), title,
                                len(sweep.space.params), earlier)
     live.start()

@@ -45,7 +45,7 @@ class OptimizerConfig:
 
 
 MIN_LEARNING_RATE = 1e-10  # 1e-200 made the monitor divide by an underflowed 0 (and moves nothing)
-MAX_EPOCHS = 1_000_000  # beyond this a run is a typo (10^25 epochs was accepted and never ended)
+MAX_EPOCHS = 100_000  # beyond this a run is a typo (10^25 was accepted); metrics.jsonl is read up to 64 MiB
 MAX_THREADS = 1024  # BLAS thread pools are smaller than this on any machine
 
 
@@ -300,7 +300,8 @@ def _check(obj: Any, prefix: str, where: _Where) -> None:
         need(obj.seed >= 0, "seed", f"must be >= 0, got {obj.seed}")
         need(0 <= obj.threads <= MAX_THREADS, "threads",
              f"must be in 0..{MAX_THREADS} (0 = auto: the free physical cores), got {shorten(obj.threads)}")
-        need(obj.schedule.min_learning_rate <= obj.learning_rate, "schedule.min_learning_rate",
+        need(obj.schedule.name != "cosine" or obj.schedule.min_learning_rate <= obj.learning_rate,
+             "schedule.min_learning_rate",
              f"{obj.schedule.min_learning_rate} is above learning_rate {obj.learning_rate}: the schedule would "
              "raise the rate it is meant to lower")
     elif isinstance(obj, Config):

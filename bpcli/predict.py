@@ -179,9 +179,10 @@ def read_gray(path: str | Path) -> tuple[Array, tuple[int, int]]:
 
 
 def _gray_levels(im: Any, Image: Any) -> Array:
-    """Pillow image -> float64 gray levels in [0, 1], each side reduced to about WORK_SIDE at most (each by
-    its own factor: one factor for both left a 5000 x 1 image 0 pixels high)."""
-    fx, fy = (max(1, math.ceil(side / WORK_SIDE)) for side in im.size)
+    """Pillow image -> float64 gray levels in [0, 1], reduced by one factor (the aspect ratio is the digit's
+    shape) to about WORK_SIDE on its longer side, the factor never above the shorter side (a 5000 x 1
+    image reduced by 3 was 0 pixels high)."""
+    fx = fy = min(max(1, math.ceil(max(im.size) / WORK_SIDE)), min(im.size))
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         if fx > 1 or fy > 1:

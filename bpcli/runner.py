@@ -7,6 +7,8 @@ the run directory, turn SIGINT/SIGTERM into a checkpoint, and pick the view (liv
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import dataclasses
 import json
 import signal
@@ -31,6 +33,18 @@ from bpcli.rundir import COMMIT, RESULT, RunDirError, RunFiles
 from bpcli.train import Interrupted, Summary, Trainer, evaluate as evaluate_split, fit
 
 
+def _drop_terminal() -> None:
+    """After a hangup every write to the terminal fails (EIO): a live view drawing once more would end the
+    run before its position is saved. Standard output and error go to /dev/null instead when they are the
+    terminal (a character device: isatty() already fails on a hung-up one); a log file keeps its lines."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            if stat.S_ISCHR(os.fstat(fd).st_mode):
+                os.dup2(devnull, fd)
+        os.close(devnull)
+
+
 class StopFlag:
     """Records the first SIGINT, SIGTERM or SIGHUP instead of dying, so the loop can stop between batches.
 
@@ -52,6 +66,8 @@ class StopFlag:
         return signal.Signals(self.signum).name if self.signum is not None else "SIGINT"
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            _drop_terminal()
         if self.signum is not None:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
@@ -313,10 +329,13 @@ def _report_abort(say: Console, files: RunFiles | None) -> None:
     if files is not None and files.last.is_file():
         command_line(say, f"stopped at once, without saving the current position; {files.last} holds the last "
                           "saved one; resume with:", resume_command(files.root))
-    else:
+    elif files is not None:  # this run made its directory: --force replaces only what it wrote
         say.print("stopped at once, before the first checkpoint was saved; start the run again with --force to "
                   "train it (its directory holds no checkpoint to resume)",
                   soft_wrap=True, highlight=False, markup=False)
+    else:  # stopped before it had a directory (loading data): --force might replace someone's finished run
+        say.print("stopped at once, before the run began; start it again to train it", soft_wrap=True,
+                  highlight=False, markup=False)
 
 
 def _report(summary: Summary, mode: Mode, console: Console, class_names: tuple[str, ...]) -> None:

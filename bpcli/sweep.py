@@ -48,7 +48,9 @@ SWEEP_FILE = "sweep.json"
 JOURNAL = "journal.log"
 ASK_LOCK = ".ask.lock"  # held while a trial is counted and asked for, so local workers never overshoot
 BEST = "best.yaml"
-STOPPED = (0, 128 + signal.SIGINT, 128 + signal.SIGTERM)  # worker exit codes that are not a failure
+MAX_TRIALS = 1_000_000  # a sweep's budget (sweep.json and --trials)
+# Worker exit codes that are not a failure (a worker stops on SIGHUP as on SIGTERM: runner.StopFlag).
+STOPPED = (0, 128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGHUP)
 ORPHAN_SECONDS = 60.0  # a running trial that never said where it runs is lost after this long
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
@@ -94,7 +96,7 @@ class Sweep:
             base = config_module.loads(record["config"], source=str(path))
             space = Space.from_json(record["space"])
             recorded, budget = record["storage"], int(record["budget"])
-            if not (recorded is None or isinstance(recorded, str)) or not 0 < budget <= 1_000_000:
+            if not (recorded is None or isinstance(recorded, str)) or not 0 < budget <= MAX_TRIALS:
                 raise ValueError("its storage is no text, or its budget is not a number of trials")
         except FileNotFoundError:
             raise UsageError(f"{root}: not a sweep directory (no {SWEEP_FILE})") from None
@@ -128,7 +130,7 @@ def open_storage(spec: str | None, root: Path, create: bool = True) -> Any:
 
     named = f"--storage {masked(spec)}" if spec is not None else f"the study journal {Path(root) / JOURNAL}"
     if not create:
-        file = (spec[len("sqlite:///"):] if spec is not None and spec.startswith("sqlite:///") else None if
+        file = (spec[len("sqlite:///"):].split("?")[0] if spec is not None and spec.startswith("sqlite:///") else None if
                 spec is not None and "://" in spec else spec if spec is not None else str(Path(root) / JOURNAL))
         if file is not None and not Path(file).expanduser().is_file():
             raise UsageError(f"{named}: no such file; the sweep's study is not there")
@@ -189,6 +191,8 @@ def prepare(config_path: Path, overrides: list[str], space_path: Path | None, tr
                              "give that --storage, or choose another directory with --out")
         storage = before.storage
     budget = trials if trials is not None else space.trials
+    if not 0 < budget <= MAX_TRIALS:  # sweep.json is refused beyond it: a sweep no command could read again
+        raise UsageError(f"--trials {budget}: must be in 1..{MAX_TRIALS:,}")
     sweep = Sweep(root, base, space, storage, budget)
     if space.sampler.name == "grid" and budget > space.grid_size():
         sweep.budget = space.grid_size()
@@ -228,7 +232,11 @@ def _open_study(sweep: Sweep) -> None:
 @contextlib.contextmanager
 def ask_lock(root: Path) -> Iterator[None]:
     """This machine's processes of a sweep count and ask for trials one at a time."""
-    fd = open_regular(Path(root) / ASK_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fd = open_regular(Path(root) / ASK_LOCK, os.O_RDWR | os.O_CREAT)
+    except OSError as e:
+        raise UsageError(f"{Path(root) / ASK_LOCK}: cannot take the sweep's lock ({e.strerror or e}); remove it, "
+                         "or choose another directory with --out") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

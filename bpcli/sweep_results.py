@@ -20,7 +20,7 @@ STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING
 @dataclass
 class TrialRow:
     number: int
-    state: str  # running | complete | pruned | failed | waiting
+    state: str  # running | complete | pruned | failed (for good, with an error) | interrupted (runs again) | waiting
     params: dict[str, Any]  # config key -> the config value
     epochs: int  # epochs reported so far
     value: float | None  # complete: the objective; otherwise the best reported so far

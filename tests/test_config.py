@@ -49,7 +49,7 @@ def test_overrides_are_type_checked() -> None:
     "text,message",
     [
         ("model:\n  layrs: [784, 10]\n", r"cfg\.yaml:2: model\.layrs: unknown field; did you mean 'layers'\?"),
-        ("training:\n  epochs: 0\n", r"cfg\.yaml:2: training\.epochs: must be in 1\.\.1,000,000, got 0"),
+        ("training:\n  epochs: 0\n", r"cfg\.yaml:2: training\.epochs: must be in 1\.\.100,000, got 0"),
         ("training:\n  learning_rate: -0.1\n", r"training\.learning_rate: must be >= 1e-10"),
         ("training:\n  learning_rate: .nan\n", r"training\.learning_rate: must be a finite number"),
         ("model:\n  layers: [784, 0, 10]\n", r"model\.layers\[1\]: layer sizes must be positive"),
@@ -115,3 +115,19 @@ def test_every_help_fits_60_columns_whole(argv: list[str], monkeypatch: pytest.M
     lines = result.output.splitlines()
     assert lines[0].startswith("Usage: bpcli") and max(map(len, lines)) <= 60, result.output
     assert "…" not in result.output and "\\[" not in result.output and "╭" not in result.output
+
+
+@pytest.mark.parametrize("columns", ["60", "100"])
+@pytest.mark.parametrize("argv", [[], ["data"], ["sweep"]], ids=["bpcli", "data", "sweep"])
+def test_a_group_alone_prints_its_help_once(argv: list[str], columns: str) -> None:
+    """Typer's no-args help was drawn twice (once when the error was made, once more by main), and not
+    at all below 80 columns."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": columns}
+    done = subprocess.run([sys.executable, "-m", "bpcli", *argv], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and (done.stdout + done.stderr).count("Usage: ") == 1, done.stdout + done.stderr

@@ -145,3 +145,5 @@ def test_data_verify_finds_a_dataset_by_name_as_train_does(tmp_path: Path, monke
         assert result.exit_code == 0, result.output
         assert "MNIST (verified): all 4 files match published checksums" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere here
+    missing = CliRunner().invoke(app, ["data", "verify", "build/mnist"])  # a path is not looked for by name
+    assert missing.exit_code == 2 and "data path build/mnist not found" in missing.stderr

@@ -228,6 +228,20 @@ def test_big_tiny_and_16_bit_images_give_a_prediction(model: predict.Model, tmp_
     assert rows[-1] - rows[0] + 1 == 20  # a 1 × 3 stroke scaled up to the 20-pixel box
 
 
+def test_a_large_photo_keeps_the_digits_shape(tmp_path: Path) -> None:
+    """Above 2000 pixels a side, both sides are reduced by one factor: each by its own squashed a
+    3000 x 2000 photo's digit before it was scaled (a review caught it; the test set lost 3 of 40)."""
+    draw("0").save(tmp_path / "small.png")
+    draw("0", size=(3000, 2000), scale=20, offset=(900, 200), width=140).save(tmp_path / "photo.png")
+
+    def ink_box(image: np.ndarray) -> tuple[int, int]:
+        rows, cols = np.flatnonzero(image.any(axis=1) > 0), np.flatnonzero(image.any(axis=0) > 0)
+        return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+    (h_small, w_small), (h_photo, w_photo) = ink_box(prepared(tmp_path / "small.png")), ink_box(prepared(tmp_path / "photo.png"))
+    assert abs(w_photo / h_photo - w_small / h_small) < 0.15
+
+
 def test_an_image_one_pixel_high_and_5000_wide_is_read_not_a_crash(model: predict.Model, tmp_path: Path) -> None:
     """Reduced by one factor for both sides (3 for the 5000 pixels), the 1-pixel side became 0 pixels."""
     line = np.full((1, 5000), 255, dtype=np.uint8)

@@ -137,7 +137,9 @@ def test_live_view_moves_during_an_epoch_and_rows_appear_as_epochs_end(
 
 def test_ctrl_c_prints_a_resume_command_that_continues_the_same_run_bitwise(mnist_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    sets = _sets(mnist_dir, "training.epochs=2")  # a --set the resume command must not need to repeat
+    # threads=1: "auto" counts the cores other processes keep busy, and the straight run below must sum
+    # in the same order as the resumed one (which keeps the count its checkpoint recorded).
+    sets = _sets(mnist_dir, "training.epochs=2", "training.threads=1")  # --sets the resume must not repeat
     term = Terminal([*_bpcli(), "train", MNIST, *sets, "--out", str(run)], 80, tmp_path)
     term.wait_for(lambda lines: _epoch_row(lines, 1, 2))
     term.wait_for(lambda lines: any((m := PROGRESS.search(line)) and m.group(1) == "2" and m.group(3) != "0"
@@ -201,3 +203,31 @@ def test_a_long_gradcheck_says_where_it_is_and_ctrl_c_stops_it_without_an_error(
     text = "\n".join(term.lines())
     assert "SIGINT: stopped" in text and "error" not in text and "Traceback" not in term.raw
     assert not (tmp_path / "gc.json").exists()  # nothing half-written
+
+
+def test_closing_the_terminal_saves_the_position(mnist_dir: Path, tmp_path: Path) -> None:
+    """SIGHUP after the terminal closed: every write to it fails (EIO), and a live view drawing once more
+    ended the run before its position was saved (exit 2, or a traceback). It saves, and exits 129."""
+    import pty
+    import select
+
+    run = tmp_path / "run"
+    argv = [*_bpcli(), "train", MNIST, *_sets(mnist_dir, "training.epochs=3", "training.threads=1"),
+            "--out", str(run)]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: bpcli in the pseudo-terminal, SIGINT/SIGHUP as a shell gives them
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.execvp(argv[0], argv)
+    deadline = time.monotonic() + 60
+    seen = ""
+    while time.monotonic() < deadline and "epoch 2/3" not in seen:  # inside the second epoch
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                seen += os.read(fd, 65536).decode(errors="replace")
+            except OSError:
+                break
+    os.close(fd)  # the terminal goes away: the kernel sends SIGHUP
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 129
+    saved = checkpoint.load(run / "last.npz")
+    assert 1 <= saved.epoch < 3 and not (run / "result.json").exists()  # stopped and saved, not finished

@@ -77,7 +77,7 @@ def trials_table(results: Results, rows: list[TrialRow], title: str | None = Non
     return table
 
 
-def trial_blocks(results: Results, rows: list[TrialRow], width: int) -> list[Text]:
+def trial_blocks(results: Results, rows: list[TrialRow], width: int) -> list[RenderableType]:
     """The trials where their table does not fit: a line of what happened, then the values it tried,
     indented, `name=value` items that wrap between items, never inside a number or a name."""
     names = short_names(list(dict.fromkeys(key for row in results.rows for key in row.params)))
