@@ -65,7 +65,7 @@ def sweep_command(
     from bpcli import sweep as sweeping
     from bpcli import sweep_results
     from bpcli.render import sweep as view
-    from bpcli.runner import StopFlag
+    from bpcli.stop import StopFlag
 
     started = time.perf_counter()
     sweep = sweeping.prepare(config_path, overrides or [], space, trials, out, storage, resume)

@@ -49,7 +49,7 @@ JOURNAL = "journal.log"
 ASK_LOCK = ".ask.lock"  # held while a trial is counted and asked for, so local workers never overshoot
 BEST = "best.yaml"
 MAX_TRIALS = 1_000_000  # a sweep's budget (sweep.json and --trials)
-# Worker exit codes that are not a failure (a worker stops on SIGHUP as on SIGTERM: runner.StopFlag).
+# Worker exit codes that are not a failure (a worker stops on SIGHUP as on SIGTERM: stop.StopFlag).
 STOPPED = (0, 128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGHUP)
 ORPHAN_SECONDS = 60.0  # a running trial that never said where it runs is lost after this long
 BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")

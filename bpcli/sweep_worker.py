@@ -11,7 +11,7 @@ How a trial ends, in the study: complete (its value: the best validation accurac
 validation loss, of its epochs); pruned (after the epoch at which the pruner stopped it); failed with
 an error (divergence, a config the data refuses: not run again); failed without one (SIGTERM from the
 coordinator's first Ctrl-C stops it between two batches, a SIGINT after that at once, as
-runner.StopFlag has it; a coordinator that is gone stops it too): `--resume` runs it again.
+stop.StopFlag has it; a coordinator that is gone stops it too): `--resume` runs it again.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from bpcli.config import Config
 from bpcli.data import Dataset
 from bpcli.errors import BpcliError, clip
 from bpcli.rundir import RESULT, EpochMetrics, RunFiles
-from bpcli.runner import StopFlag, load_data, result_record, write_result, write_run_files
+from bpcli.runner import load_data, result_record, write_result, write_run_files
+from bpcli.stop import StopFlag
 from bpcli.sweep import Sweep, ask_lock, config_for, need_optuna, taken, trial_dir
 from bpcli.sweep_space import Param, Space
 from bpcli.train import Interrupted, Trainer, fit
