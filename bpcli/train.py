@@ -129,6 +129,16 @@ class Trainer:
         step = self.position.step if step is None else step
         return learning_rate(t.schedule, t.learning_rate, step, self.steps_per_epoch, t.epochs)
 
+    def likely_cause(self) -> str:
+        """What to change after a divergence. L2 decay shrinks each weight by eta lambda / n per update: above
+        1 that overshoots zero and grows (training.l2=1e308 was blamed on the learning rate)."""
+        t = self.cfg.training
+        step = t.learning_rate * t.l2 / max(1, len(self.data.train))
+        if step > 1:
+            return (f"the L2 decay step eta * l2 / n is {step:.3g} per update (above 1 it overshoots zero): "
+                    "lower training.l2")
+        return f"the learning rate ({t.learning_rate}) is likely too high: lower training.learning_rate"
+
     def run_epoch(
         self,
         on_batch: Callable[[int], None] | None = None,
@@ -183,8 +193,8 @@ class Trainer:
             loss = float(net.cost.running_value(cache.z[L], cache.a[L], yb, net.output))
             if not math.isfinite(loss):
                 raise DivergenceError(
-                    f"training diverged at epoch {pos.epoch + 1}, batch {batch + 1}: the loss is {loss}; the "
-                    f"learning rate ({t.learning_rate}) is likely too high: lower training.learning_rate"
+                    f"training diverged at epoch {pos.epoch + 1}, batch {batch + 1}: the loss is {loss}; "
+                    f"{self.likely_cause()}"
                 )
             pos.loss_sum += loss * k
             pos.correct += int(np.count_nonzero(cache.a[L].argmax(axis=1) == labels[rows]))
@@ -210,8 +220,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         if not all(np.isfinite(p).all() for p in self.params):
             raise DivergenceError(
-                f"training diverged in epoch {pos.epoch + 1}: a parameter is not finite; the learning rate "
-                f"({t.learning_rate}) is likely too high: lower training.learning_rate"
+                f"training diverged in epoch {pos.epoch + 1}: a parameter is not finite; {self.likely_cause()}"
             )
         started = time.perf_counter()
         val = evaluate(net, self.data.validation) if len(self.data.validation) else None

@@ -90,6 +90,11 @@ def test_divergence_stops_with_exit_code_3(mnist_dir: Path, tmp_path: Path) -> N
     assert result.exit_code == 3, result.output
     assert "diverged at epoch 1, batch" in result.output and "learning_rate" in result.output
     assert not (tmp_path / "r" / "last.npz").exists()  # nothing non-finite was saved
+    # An L2 decay that overshoots zero is named, not blamed on the learning rate.
+    decayed = CliRunner().invoke(app, ["train", TINY, *small(mnist_dir, "training.l2=1e308"), "--out",
+                                       str(tmp_path / "l2")])
+    assert decayed.exit_code == 3 and "the L2 decay step eta * l2 / n is" in decayed.output
+    assert "lower training.l2" in decayed.output and "learning_rate" not in decayed.output
 
 
 def _config(mnist_dir: Path, *extra: str) -> config.Config:
