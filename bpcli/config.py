@@ -44,6 +44,16 @@ class OptimizerConfig:
     epsilon: float = 1e-8
 
 
+# A run's or sweep's name, which becomes a directory name: letters and digits of any script (ünï, 日本),
+# then also '.', '_', '-'; never '/', a space or a leading '.' (it must not climb out of runs/).
+NAME = r"[^\W_][\w.-]*"
+
+
+def name_from(stem: str, default: str) -> str:
+    """A valid NAME from a file's stem: other characters become '-' (non-ASCII letters stay)."""
+    return re.sub(r"[^\w.-]", "-", stem).lstrip(".-_") or default
+
+
 MIN_LEARNING_RATE = 1e-10  # 1e-200 made the monitor divide by an underflowed 0 (and moves nothing)
 MAX_EPOCHS = 100_000  # beyond this a run is a typo (10^25 was accepted); metrics.jsonl is read up to 64 MiB
 MAX_THREADS = 1024  # BLAS thread pools are smaller than this on any machine
@@ -138,7 +148,7 @@ def loads(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a config must be a YAML mapping (model:, training:, data:), got {_kind(raw)}")
-    raw.setdefault("name", re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip(".-_") or "config")
+    raw.setdefault("name", name_from(name, "config"))
     parsed = [(item, *parse_override(item)) for item in overrides]
     for item, keys, value in parsed:
         _apply_override(raw, item, keys, value)
@@ -306,7 +316,7 @@ def _check(obj: Any, prefix: str, where: _Where) -> None:
              "raise the rate it is meant to lower")
     elif isinstance(obj, Config):
         # The name becomes a directory name under runs/, so it must not be able to climb out of it.
-        need(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", obj.name)), "name",
+        need(bool(re.fullmatch(NAME, obj.name)), "name",
              f"{shorten(obj.name)} must be letters, digits, '.', '_' or '-', as it names the run directory")
     elif isinstance(obj, DataConfig):
         need(bool(obj.path), "path", "must name a dataset directory or .npz file")

@@ -178,8 +178,8 @@ def loads(text: str, source: str, base: Config, default_name: str = "sweep") -> 
         raise ConfigError(f"{source}: a search space must be a YAML mapping (params:, objective:, trials:, sampler:, "
                           f"pruner:), got {_kind(raw)}")
     _known(raw, FIELDS, "", fail)
-    name = raw.get("name", re.sub(r"[^A-Za-z0-9._-]", "-", default_name).lstrip(".-_") or "sweep")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+    name = raw.get("name", config_module.name_from(default_name, "sweep"))
+    if not isinstance(name, str) or not re.fullmatch(config_module.NAME, name):
         raise fail("name", f"{shorten(name)} must be letters, digits, '.', '_' or '-', as it names the sweep "
                            "directory")
     objective = raw.get("objective", "val_accuracy")

@@ -97,6 +97,11 @@ def test_run_name_cannot_escape_the_runs_directory() -> None:
     with pytest.raises(ConfigError, match="name: '../x' must be letters"):
         config.loads("name: ../x\n")
     assert config.loads("", name="my config").name == "my-config"
+    # Letters of any script name a run (a file ünï 日本.yaml gave the run name n-----).
+    assert config.loads("", name="ünï 日本").name == "ünï-日本" and config.loads("name: 日本\n").name == "日本"
+    for bad in ("a/b", "..", "a b", ".x"):
+        with pytest.raises(ConfigError, match="must be letters"):
+            config.loads(f"name: '{bad}'\n")
 
 
 HELPS = [[], ["train"], ["evaluate"], ["explain"], ["gradcheck"], ["plot"], ["show"], ["configs"], ["init"],
