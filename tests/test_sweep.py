@@ -374,6 +374,14 @@ def test_a_damaged_sweep_directory_is_one_line_never_a_hang_or_a_fresh_start(par
     assert fifo.returncode == 2 and fifo.stderr.count("\n") == 1, fifo.stderr
 
 
+def test_a_budget_beyond_what_sweep_json_accepts_is_refused_up_front(tmp_path: Path) -> None:
+    """--trials 2000000 made a sweep.json that every later command (its own workers too) refused."""
+    space = write_space(tmp_path / "s.yaml", PARALLEL_SPACE)
+    done = bpcli("sweep", TINY, "--space", str(space), "--trials", "2000000", *SMALL, cwd=tmp_path)
+    assert done.returncode == 2 and "--trials 2000000: must be in 1..1,000,000" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_copied_config_finds_its_copied_search_space(tmp_path: Path) -> None:
     """Outside a clone `bpcli init mnist configs/` left `bpcli sweep configs/mnist.yaml` without a space,
     and the built-in space could not be copied."""

@@ -231,3 +231,12 @@ def test_closing_the_terminal_saves_the_position(mnist_dir: Path, tmp_path: Path
     assert os.waitstatus_to_exitcode(status) == 129
     saved = checkpoint.load(run / "last.npz")
     assert 1 <= saved.epoch < 3 and not (run / "result.json").exists()  # stopped and saved, not finished
+
+
+def test_print_config_is_never_wrapped_on_a_narrow_terminal(tmp_path: Path) -> None:
+    """Rich wrapped long YAML lines at the terminal's width: copied to a file, the config was invalid."""
+    deep = tmp_path / ("a-rather-long-directory-name-" * 3) / "mnist"
+    term = Terminal([*_bpcli(), "train", "tiny", "--set", f"data.path={deep}", "--print-config"], 40, tmp_path)
+    assert term.finish() == 0
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", term.raw)
+    assert f"  path: {deep}\r\n" in plain
