@@ -66,11 +66,17 @@ class EpochMetrics:
     layers: list[dict] | None = None  # monitor.LayerStats per layer l = 2..L, as plain dicts
 
 
+def finite(value: object, low: float = 0.0, high: float = math.inf) -> float | None:
+    """A finite number within [low, high] from an untrusted record (a bool is none), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and low <= value <= high else None
+
+
 def _number(x: Any, high: float = math.inf, none: bool = False) -> bool:
-    """A finite number in [0, high] (not a bool), or None where `none` allows it."""
-    if x is None:
-        return none
-    return type(x) in (int, float) and math.isfinite(x) and 0 <= x <= high
+    """Whether x is a number `finite` takes in [0, high], or None where `none` allows it."""
+    return none if x is None else finite(x, 0.0, high) is not None
 
 
 def _layer_row(r: Any) -> bool:
@@ -281,7 +287,7 @@ class RunFiles:
         if result is None:
             return None
         written, committed = result.get("time"), (self.read_record(COMMIT) or {}).get("time")
-        if _number(committed) and not (_number(written) and written >= committed):
+        if finite(committed) is not None and not (finite(written) is not None and written >= committed):
             return None
         return result
 

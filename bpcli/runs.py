@@ -19,7 +19,6 @@ finished or diverged has committed since, and its record is out of date.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from bpcli.config import Config
 from bpcli.errors import BpcliError, UsageError
 from bpcli.resume import command as resume_command, differences
 from bpcli.sweep import SWEEP_FILE
-from bpcli.rundir import COMMIT, LOCK, RESULT, EpochMetrics, RunFiles
+from bpcli.rundir import COMMIT, LOCK, RESULT, EpochMetrics, RunFiles, finite
 
 # What marks a directory as a run directory (any one of them).
 MARKERS = ("config.yaml", "last.npz", "metrics.jsonl", COMMIT, LOCK, RESULT)
@@ -159,8 +158,8 @@ def read(path: str | Path) -> Run:
     elif ckpt.epoch >= cfg.training.epochs and run.batch == 0:
         run.state = "finished"
         if result is not None and result.get("state") == "finished":
-            run.test_accuracy = _number(result.get("test_accuracy"), 0, 1)
-            run.test_loss = _number(result.get("test_loss"), 0, math.inf)
+            run.test_accuracy = finite(result.get("test_accuracy"), 0, 1)
+            run.test_loss = finite(result.get("test_loss"))
     else:
         run.state = "interrupted"
         if (path.parent / SWEEP_FILE).is_file():
@@ -173,14 +172,6 @@ def read(path: str | Path) -> Run:
 def read_all(directory: str | Path = "runs") -> list[Run]:
     runs = [read(p) for p in find(directory)]
     return sorted(runs, key=lambda r: (r.started or 0.0, r.name))
-
-
-def _number(value: object, low: float, high: float) -> float | None:
-    """A finite number within [low, high] from an untrusted record, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and low <= value <= high else None
 
 
 def _started(files: RunFiles) -> float | None:
