@@ -129,11 +129,14 @@ def open_storage(spec: str | None, root: Path, create: bool = True) -> Any:
     from optuna.storages import JournalStorage
 
     named = f"--storage {masked(spec)}" if spec is not None else f"the study journal {Path(root) / JOURNAL}"
-    if not create:
-        file = (spec[len("sqlite:///"):].split("?")[0] if spec is not None and spec.startswith("sqlite:///") else None if
-                spec is not None and "://" in spec else spec if spec is not None else str(Path(root) / JOURNAL))
-        if file is not None and not Path(file).expanduser().is_file():
-            raise UsageError(f"{named}: no such file; the sweep's study is not there")
+    # The file of a journal or SQLite storage, checked before Optuna opens (and may create) it.
+    file = (spec[len("sqlite:///"):].split("?")[0] if spec is not None and spec.startswith("sqlite:///") else None if
+            spec is not None and "://" in spec else spec if spec is not None else str(Path(root) / JOURNAL))
+    if file is not None and Path(file).expanduser().exists() and not Path(file).expanduser().is_file():
+        # A FIFO waited forever; /dev/zero was read without end.
+        raise UsageError(f"{named}: not a regular file; a study is a file Optuna writes")
+    if file is not None and not create and not Path(file).expanduser().exists():
+        raise UsageError(f"{named}: no such file; the sweep's study is not there")
     try:
         if spec is not None and "://" in spec:
             if spec.split("://", 1)[0] == "redis":
@@ -146,8 +149,6 @@ def open_storage(spec: str | None, root: Path, create: bool = True) -> Any:
         except ImportError:  # Optuna 3.x calls it JournalFileStorage
             from optuna.storages import JournalFileStorage as JournalFileBackend  # type: ignore[no-redef]
         path = Path(spec).expanduser().resolve() if spec is not None else Path(root).resolve() / JOURNAL
-        if path.exists() and not path.is_file():  # a FIFO waited forever; /dev/zero was read without end
-            raise UsageError(f"{named}: not a regular file; a study journal is a file Optuna writes")
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     except ImportError as e:

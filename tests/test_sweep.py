@@ -361,6 +361,10 @@ def test_a_damaged_sweep_directory_is_one_line_never_a_hang_or_a_fresh_start(par
     copy = tmp_path / "sw"
     shutil.copytree(root, copy)
     (copy / "journal.log").unlink()
+    (copy / "journal.log").symlink_to(os.devnull)  # read without end once: a device is no study
+    device = bpcli("sweep", "show", str(copy), cwd=tmp_path, timeout=20)
+    assert device.returncode == 2 and "journal.log: not a regular file" in device.stderr, device.stderr
+    (copy / "journal.log").unlink()
     gone = bpcli("sweep", TINY, "--space", str(space), "--out", str(copy), "--resume", *SMALL, cwd=tmp_path)
     assert gone.returncode == 2 and "the study of the sweep in" in gone.stderr and "is gone" in gone.stderr
     record = json.loads((root / "sweep.json").read_text())
